@@ -51,12 +51,22 @@ def load_tokenizer(name: str):
 
 def load_text_encoder(name: str, random_init: bool = False, config_dict: dict | None = None) -> nn.Module:
     """A transformers encoder by name. `config_dict` (saved with a checkpoint) rebuilds the architecture offline
-    without pretrained weights; `random_init` builds it with random weights (tests and benchmarks only)."""
+    without pretrained weights; `random_init` builds it with random weights (tests and benchmarks only).
+    The pooler is dropped: NER reads the token states only."""
+    return _drop_pooler(_build_text_encoder(name, random_init, config_dict))
+
+
+def _drop_pooler(model: nn.Module) -> nn.Module:
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model
+
+
+def _build_text_encoder(name: str, random_init: bool, config_dict: dict | None) -> nn.Module:
     from transformers import AlbertConfig, AutoConfig, AutoModel, BertConfig
 
     if config_dict is not None:
-        config = AutoConfig.for_model(**config_dict)
-        return AutoModel.from_config(config)
+        return AutoModel.from_config(AutoConfig.for_model(**config_dict))
     if name == "tiny-bert":
         return AutoModel.from_config(BertConfig(vocab_size=load_tokenizer(name).vocab_size, **TINY_BERT))
     if random_init:
@@ -64,8 +74,6 @@ def load_text_encoder(name: str, random_init: bool = False, config_dict: dict | 
             return AutoModel.from_config(AlbertConfig(vocab_size=load_tokenizer_vocab_size(name), **ALBERT_BASE))
         return AutoModel.from_config(AutoConfig.from_pretrained(_resolve_text_name(name)))
     try:
-        return AutoModel.from_pretrained(_resolve_text_name(name), add_pooling_layer=False)
-    except TypeError:
         return AutoModel.from_pretrained(_resolve_text_name(name))
     except OSError as err:
         raise BackboneUnavailable(

@@ -1,0 +1,123 @@
+"""`python -m itjner {train,evaluate,predict,export,labelstudio}`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+
+
+def cmd_train(args) -> int:
+    from .configuration_itjner import preset
+    from .train import train
+
+    model_cfg, train_cfg = preset(args.preset)
+    model_cfg = model_cfg.with_ablation(args.no_caption, args.no_gate, args.no_image_text, args.text_only)
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed")
+                 if getattr(args, k) is not None}
+    train_cfg = replace(train_cfg, **overrides)
+    if args.caption_query:
+        model_cfg.caption_query = args.caption_query
+    if args.no_word_shape:
+        model_cfg.word_shape = False
+    result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
+                   random_init=args.random_init, limit=args.limit, test=not args.no_test,
+                   caption_source=args.caption_source)
+    _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["python", "-m", "itjner"] + sys.argv[1:]))
+    dev = result["best_dev"]["overall"]
+    print(f"best dev P {dev['precision']:.2f} R {dev['recall']:.2f} F1 {dev['f1']:.2f}; checkpoint in {args.out}")
+    return 0
+
+
+def _annotate_card(folder, command: str) -> None:
+    from .configuration_itjner import ITJNERConfig
+    from .model_card import write_model_card
+
+    card_path = Path(folder, "card.json")
+    card = json.loads(card_path.read_text())
+    card["command"] = command
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card(folder, ITJNERConfig.load(folder), card)
+
+
+def cmd_evaluate(args) -> int:
+    from .data import read_conll
+    from .images import ImageReport
+    from .metrics import format_scores
+    from .predict import Predictor
+    from .train import evaluate_tweets, split_path
+
+    predictor = Predictor.from_pretrained(args.checkpoint, args.device, args.caption_source)
+    tweets = read_conll(split_path(args.data, args.split))
+    report = ImageReport()
+    scores = evaluate_tweets(predictor, tweets, args.images, report=report)
+    if predictor.config.use_image:
+        print(report.summary(), file=sys.stderr)
+    print(f"{args.checkpoint} on {split_path(args.data, args.split)} ({len(tweets)} tweets)")
+    print(format_scores(scores))
+    if args.json:
+        Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m itjner", description="ITJNER: image-text joint NER for tweets")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train on a Twitter CoNLL dataset folder (train/valid/test.txt)")
+    t.add_argument("--preset", default="lite", choices=["paper", "lite", "tiny"])
+    t.add_argument("--data", required=True, help="dataset folder, e.g. ../shared/data/twitter2017")
+    t.add_argument("--images", help="folder with <IMGID>.jpg images (optional; missing images are masked)")
+    t.add_argument("--out", required=True, help="checkpoint folder to write")
+    for flag in ("no-caption", "no-gate", "no-image-text", "text-only"):
+        t.add_argument(f"--{flag}", action="store_true", help=f"ablation: {flag.replace('-', ' ')}")
+    t.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
+    t.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
+    t.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="text encoder learning rate")
+    t.add_argument("--head-lr", type=float, help="learning rate of the new layers")
+    t.add_argument("--crf-lr", type=float)
+    t.add_argument("--warmup", type=float)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--limit", type=int, help="use only the first N tweets of each split (smoke tests)")
+    t.add_argument("--no-test", action="store_true", help="do not evaluate the test split at the end")
+    t.add_argument("--random-init", action="store_true", help="random backbone weights (tests, benchmarks)")
+    t.add_argument("--device")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", required=True, help="dataset folder or a CoNLL file")
+    e.add_argument("--split", default="test", choices=["train", "dev", "valid", "test"])
+    e.add_argument("--images")
+    e.add_argument("--caption-source")
+    e.add_argument("--json", help="also write the scores as JSON here")
+    e.add_argument("--device")
+    e.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_transformers()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .backbones import BackboneUnavailable
+
+    try:
+        return args.func(args)
+    except (BackboneUnavailable, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

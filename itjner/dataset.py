@@ -1,0 +1,79 @@
+"""Tweets -> model-ready examples and padded batches (text ids, word positions, labels, cached image features,
+caption ids, and the masks that say which tweets have a usable image / caption)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import LABEL2ID, Tweet, normalize_tag
+from .tokenization import encode_caption, encode_words
+
+
+@dataclass
+class Example:
+    index: int
+    input_ids: list[int]
+    word_index: list[int]
+    shape_ids: list[int]
+    truncated_words: int
+    labels: list[int] | None
+    image_feats: torch.Tensor | None  # (regions, C) or None when the image is missing/unusable
+    caption_ids: list[int]
+
+
+def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, captions=None) -> list[Example]:
+    examples = []
+    for i, tw in enumerate(tweets):
+        if not tw.tokens:
+            raise ValueError(f"tweet {i} (IMGID {tw.image_id}) has no tokens")
+        enc = encode_words(tokenizer, tw.tokens, config.max_length)
+        kept = len(enc.word_index)
+        labels = None if tw.tags is None else [LABEL2ID[normalize_tag(t)] for t in tw.tags[:kept]]
+        caption = captions[i] if captions is not None else ""
+        examples.append(Example(
+            index=i, input_ids=enc.input_ids, word_index=enc.word_index, shape_ids=enc.shape_ids,
+            truncated_words=enc.truncated_words, labels=labels,
+            image_feats=image_feats[i] if image_feats is not None else None,
+            caption_ids=encode_caption(tokenizer, caption, config.caption_max_length) if config.use_caption else [],
+        ))
+    return examples
+
+
+def _pad(rows: list[list[int]], value: int = 0, min_len: int = 1) -> torch.Tensor:
+    width = max([len(r) for r in rows] + [min_len])
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int = 49) -> dict:
+    batch = {
+        "index": torch.tensor([e.index for e in examples]),
+        "input_ids": _pad([e.input_ids for e in examples], pad_id),
+        "attention_mask": _pad([[1] * len(e.input_ids) for e in examples]),
+        "shape_ids": _pad([e.shape_ids for e in examples]),
+        "word_index": _pad([e.word_index for e in examples]),
+        "word_mask": _pad([[1] * len(e.word_index) for e in examples]).bool(),
+    }
+    if all(e.labels is not None for e in examples):
+        batch["labels"] = _pad([e.labels for e in examples])
+    if config.use_caption:
+        batch["caption_ids"] = _pad([e.caption_ids or [pad_id] for e in examples], pad_id)
+        batch["caption_mask"] = _pad([[1] * max(len(e.caption_ids), 1) for e in examples])
+        batch["has_caption"] = torch.tensor([bool(e.caption_ids) for e in examples])
+    if config.use_image:
+        feats = [e.image_feats for e in examples]
+        regions = next((f.shape[0] for f in feats if f is not None), image_regions)
+        batch["image_feats"] = torch.stack([
+            f.float() if f is not None else torch.zeros(regions, config.image_dim) for f in feats])
+        batch["has_image"] = torch.tensor([f is not None for f in feats])
+    return batch
+
+
+def length_batches(examples: list[Example], batch_size: int) -> list[list[Example]]:
+    """Batches of similar length (less padding), in a deterministic order."""
+    ordered = sorted(examples, key=lambda e: (len(e.input_ids), e.index))
+    return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -1,0 +1,41 @@
+"""README.md model card written beside every saved checkpoint: what it is, what data it saw, what it scored."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _row(name: str, scores: dict | None) -> str:
+    if not scores:
+        return f"| {name} | – | – | – |"
+    s = scores.get("overall", scores)
+    return f"| {name} | {s['precision']:.2f} | {s['recall']:.2f} | {s['f1']:.2f} |"
+
+
+def write_model_card(folder: str | Path, config, card: dict) -> None:
+    image_note = ("The image branch is part of this model." if config.use_image else
+                  "**Trained without images: the image does not influence its predictions.**")
+    lines = [
+        f"# ITJNER checkpoint `{Path(folder).name}`",
+        "",
+        "Image-text joint NER (Zhong et al., 2022), implemented by the ITJNER project.",
+        "",
+        f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` (fine-tuned, stored here); image backbone "
+        f"`{config.image_backbone}` (frozen, loaded by name, not stored)",
+        f"- modalities trained with: **{config.modalities()}**. {image_note}",
+        f"- switches: caption={config.use_caption}, gate={config.use_gate}, "
+        f"image-aware text fusion={config.use_image_text_fusion}, caption query mode `{config.caption_query}`, "
+        f"aux weight λ={config.aux_weight}, word-shape embedding={config.word_shape}",
+        f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
+        f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
+        f"- seed: {card.get('seed')}; training: `{card.get('train')}`",
+        "",
+        "| split | P | R | F1 |",
+        "|---|---|---|---|",
+        _row("dev (best epoch)", card.get("dev")),
+        _row("test (evaluated once)", card.get("test")),
+        "",
+        "Entity-level micro scores over exact (type, start, end) chunks, conlleval chunking, first sub-token tags.",
+    ]
+    if card.get("command"):
+        lines += ["", "Reproduce:", "", "```", card["command"], "```"]
+    Path(folder, "README.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,179 @@
+"""ITJNER: image-text joint NER with multimodal semantic interaction (Zhong et al., 2022), Fig. 1 in data-flow order.
+
+    text  S --text encoder--> T --self-attn--> R
+    image I --frozen CNN (cached, images.py)--> U (49 x C) --W_u--> V --self-attn--> W
+    caption L (caption_sources.py) --same text encoder--> C --self-attn--> O
+    (R, O, W) --collaborative interaction (modeling_fusion.py)--> A = [H ; G] --CRF--> tags
+
+The CRF runs over words: A is gathered at each word's first sub-token (the field's convention; the remaining
+sub-tokens and [CLS]/[SEP] carry no tag).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .backbones import load_text_encoder
+from .configuration_itjner import ITJNERConfig
+from .modeling_attention import SelfAttentionLayer
+from .modeling_crf import CRFDecoder
+from .modeling_fusion import CollaborativeInteraction
+
+NUM_SHAPES = 6  # word shapes for the optional capitalisation embedding (tokenization.word_shape)
+
+
+@dataclass
+class ITJNEROutput:
+    loss: torch.Tensor | None
+    emissions: torch.Tensor          # (B, words, labels)
+    word_mask: torch.Tensor          # (B, words)
+    attentions: dict | None = None   # name -> (B, heads, Lq, Lk); names R, O, W, P, Z, H, Q
+    gate: torch.Tensor | None = None  # (B, text length, d)
+
+
+class TextFeatures(nn.Module):
+    """Text encoder (ALBERT in the paper) -> T; self-attention -> R (eq. 6). Captions reuse `encode`: C, then O."""
+
+    def __init__(self, config: ITJNERConfig, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        d = config.hidden_size
+        self.shape_embedding = nn.Embedding(NUM_SHAPES, d) if config.word_shape else None
+        self.text_self_attention = SelfAttentionLayer(d, config.num_heads, config.dropout)
+
+    def encode(self, input_ids, attention_mask):
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(self, input_ids, attention_mask, shape_ids=None):
+        t = self.encode(input_ids, attention_mask)
+        if self.shape_embedding is not None and shape_ids is not None:
+            t = t + self.shape_embedding(shape_ids)
+        return self.text_self_attention(t, attention_mask.bool())
+
+
+class ImageFeatures(nn.Module):
+    """V = W_u^T U (eq. 4), then self-attention over the 49 regions -> W (eq. 7)."""
+
+    def __init__(self, config: ITJNERConfig):
+        super().__init__()
+        self.w_u = nn.Linear(config.image_dim, config.hidden_size)
+        self.region_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
+
+    def forward(self, u, has_image):
+        v = self.w_u(u)
+        region_mask = has_image[:, None].expand(-1, v.shape[1])
+        return self.region_self_attention(v, region_mask)
+
+
+class CaptionFeatures(nn.Module):
+    """C = text encoder(caption); self-attention -> O (eq. 6). Shares the encoder with TextFeatures."""
+
+    def __init__(self, config: ITJNERConfig):
+        super().__init__()
+        self.caption_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
+
+    def forward(self, text: TextFeatures, caption_ids, caption_mask):
+        c = text.encode(caption_ids, caption_mask)
+        return self.caption_self_attention(c, caption_mask.bool())
+
+
+class ITJNERModel(nn.Module):
+    def __init__(self, config: ITJNERConfig, text_encoder: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        if text_encoder is None:
+            text_encoder = load_text_encoder(config.text_encoder, config_dict=config.text_encoder_config)
+        config.text_encoder_config = text_encoder.config.to_dict()
+        if text_encoder.config.hidden_size != config.hidden_size:
+            raise ValueError(f"hidden_size {config.hidden_size} != text encoder width {text_encoder.config.hidden_size}")
+        self.text = TextFeatures(config, text_encoder)
+        self.image = ImageFeatures(config) if config.use_image else None
+        self.caption = CaptionFeatures(config) if config.use_caption else None
+        self.interaction = CollaborativeInteraction(config)
+        self.decoder = CRFDecoder(2 * config.hidden_size, config.num_labels, config.dropout)
+        # lambda-weighted auxiliary text-only tagger on R (used only when another modality is on)
+        self.aux_decoder = (CRFDecoder(config.hidden_size, config.num_labels, config.dropout)
+                            if config.multimodal and config.aux_weight > 0 else None)
+
+    @classmethod
+    def from_config(cls, config: ITJNERConfig, random_init: bool = False) -> "ITJNERModel":
+        """A new model with the pretrained text encoder named in the config (random weights only when asked)."""
+        return cls(config, load_text_encoder(config.text_encoder, random_init=random_init))
+
+    # ------------------------------------------------------------------------------------------------- forward
+    def forward(self, batch: dict, labels: torch.Tensor | None = None, output_attentions: bool = False):
+        text_mask = batch["attention_mask"].bool()
+        r, r_attn = self.text(batch["input_ids"], batch["attention_mask"], batch.get("shape_ids"))
+        attn = {"R": r_attn}
+        o = o_mask = has_caption = None
+        if self.caption is not None and "caption_ids" in batch:
+            o_mask = batch["caption_mask"].bool()
+            o, attn["O"] = self.caption(self.text, batch["caption_ids"], batch["caption_mask"])
+            has_caption = batch["has_caption"].bool()
+        w = has_image = None
+        if self.image is not None and "image_feats" in batch:
+            has_image = batch["has_image"].bool()
+            w, attn["W"] = self.image(batch["image_feats"].to(r.dtype), has_image)
+        a, fusion_attn, gate, _ = self.interaction(r, text_mask, o, o_mask, has_caption, w, has_image)
+        attn.update(fusion_attn)
+
+        words, word_mask = batch["word_index"], batch["word_mask"].bool()
+        emissions = self.decoder.emissions(_gather(a, words))
+        loss = None
+        if labels is not None:
+            loss = self.decoder.nll(emissions, labels, word_mask)
+            if self.aux_decoder is not None:
+                aux = self.aux_decoder.emissions(_gather(r, words))
+                loss = loss + self.config.aux_weight * self.aux_decoder.nll(aux, labels, word_mask)
+        return ITJNEROutput(loss, emissions, word_mask, attn if output_attentions else None,
+                            gate if output_attentions else None)
+
+    def decode(self, out: ITJNEROutput) -> list[list[int]]:
+        return self.decoder.decode(out.emissions, out.word_mask)
+
+    def marginals(self, out: ITJNEROutput) -> torch.Tensor:
+        return self.decoder.marginals(out.emissions, out.word_mask)
+
+    # ------------------------------------------------------------------------------------------- save / load
+    def save_pretrained(self, folder: str | Path, card: dict | None = None, dtype: torch.dtype | None = None) -> None:
+        """config.json + model.safetensors (+ README.md model card). The frozen image backbone is not stored: it is
+        re-loaded by name. `dtype=torch.float16` halves the file."""
+        from safetensors.torch import save_file
+
+        from .model_card import write_model_card
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config.save(folder)
+        state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                 for k, v in self.state_dict().items()}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        if card is not None:
+            (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+            write_model_card(folder, self.config, card)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ITJNERModel":
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{folder} is not an ITJNER checkpoint (needs config.json and model.safetensors)")
+        model = cls(ITJNERConfig.load(folder))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(folder / "model.safetensors")).items()}
+        model.load_state_dict(state)
+        return model.to(device).eval()
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D), index (B, N) -> (B, N, D)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+def load_card(folder: str | Path) -> dict:
+    path = Path(folder) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

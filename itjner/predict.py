@@ -1,0 +1,177 @@
+"""Batched inference: one model load per process, tweets batched by length, image features from the on-disk cache,
+`torch.inference_mode`, autocast on GPU. The app, the CLIs and training's dev evaluation all tag through here."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import Prediction, Tweet, bio_to_entities
+from .dataset import build_examples, collate, length_batches, to_device
+from .images import FeatureStore, ImageReport, decode_image, image_path
+from .modeling_itjner import ITJNERModel, load_card
+
+
+def default_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bool = False, progress: bool = False,
+                 desc: str = "tagging"):
+    """Examples -> per example (label ids, per-word marginals (words, labels), details or None), in input order."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results = [None] * len(examples)
+    batches = length_batches(examples, batch_size)
+    for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        batch = to_device(collate(chunk, model.config), device)
+        with _autocast(device):
+            out = model(batch, output_attentions=details)
+        paths = model.decode(out)
+        marg = model.marginals(out).cpu()
+        for j, ex in enumerate(chunk):
+            n = len(ex.word_index)
+            extra = _details(out, j, ex, n) if details else None
+            results[ex.index] = (paths[j][:n], marg[j, :n], extra)
+    model.train(was_training)
+    return results
+
+
+def _details(out, j: int, ex, n: int) -> dict:
+    """Attention maps of one tweet, indexed by word (its first sub-token): name -> (heads, words, keys)."""
+    idx = torch.tensor(ex.word_index)
+    maps = {}
+    for name, attn in (out.attentions or {}).items():
+        if name in ("Q", "H", "P", "R"):
+            maps[name] = attn[j][:, idx, :].float().cpu().numpy()
+    if out.gate is not None:
+        maps["gate"] = out.gate[j, idx].float().mean(-1).cpu().numpy()
+    return maps
+
+
+class InputPipeline:
+    """Everything between raw inputs and model-ready examples: image bytes -> cached region features, captions from
+    the configured source, tokenisation. Backbone and captioner load lazily, once."""
+
+    def __init__(self, config, tokenizer, device, caption_source: str | None = None, cache_dir=None):
+        self.config, self.tokenizer, self.device = config, tokenizer, device
+        self.caption_spec = caption_source or config.caption_source
+        self.cache_dir = cache_dir
+        self._image_backbone = self._store = self._captioner = None
+
+    @property
+    def image_backbone(self):
+        if self._image_backbone is None:
+            from .backbones import load_image_backbone
+
+            self._image_backbone = load_image_backbone(self.config.image_backbone).to(self.device)
+        return self._image_backbone
+
+    @property
+    def feature_store(self) -> FeatureStore:
+        if self._store is None:
+            self._store = FeatureStore(self.image_backbone, self.cache_dir)
+        return self._store
+
+    @property
+    def captioner(self):
+        if self._captioner is None:
+            from .caption_sources import make_caption_source
+
+            self._captioner = make_caption_source(self.caption_spec, image_backbone=self.image_backbone)
+        return self._captioner
+
+    def image_inputs(self, blobs: list[bytes | None]):
+        """Cached features and problems per image (None bytes = no image); nothing runs when no modality needs it."""
+        if not self.config.multimodal or all(b is None for b in blobs):
+            return [None] * len(blobs), ["missing"] * len(blobs)
+        return self.feature_store.features_for_bytes(blobs)
+
+    def captions(self, tweets, blobs, feats, given):
+        """Caption text and per-word attention for each tweet ("" when there is nothing to caption)."""
+        texts, attn = [""] * len(tweets), [None] * len(tweets)
+        if not self.config.use_caption:
+            return texts, attn
+        given = given or [None] * len(tweets)
+        need = [i for i, (f, g) in enumerate(zip(feats, given)) if f is not None or g]
+        if need:
+            images = [decode_image(blobs[i]) if feats[i] is not None else None for i in need]
+            results = self.captioner.caption(images, [tweets[i].image_id for i in need],
+                                             [feats[i] for i in need], [given[i] for i in need])
+            for i, res in zip(need, results):
+                texts[i], attn[i] = res.text, res.attention
+        return texts, attn
+
+    def prepare(self, tweets: list[Tweet], images: list[bytes | None], given=None, report: ImageReport | None = None):
+        feats, problems = self.image_inputs(images)
+        if report is not None:
+            for tw, problem in zip(tweets, problems):
+                report.add(tw.image_id, problem)
+        captions, caption_attn = self.captions(tweets, images, feats, given)
+        examples = build_examples(tweets, self.tokenizer, self.config, feats if self.config.use_image else None,
+                                  captions)
+        return examples, problems, captions, caption_attn
+
+
+class Predictor:
+    """Loads a checkpoint once; `predict` tags tweets with their images (bytes or an images folder)."""
+
+    def __init__(self, model: ITJNERModel, tokenizer, name: str = "itjner", card: dict | None = None,
+                 caption_source: str | None = None, cache_dir=None):
+        self.model, self.tokenizer, self.name, self.card = model, tokenizer, name, card or {}
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self.inputs = InputPipeline(self.config, tokenizer, self.device, caption_source, cache_dir)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str | None = None, caption_source: str | None = None,
+                        cache_dir=None) -> "Predictor":
+        from .backbones import load_tokenizer
+
+        model = ITJNERModel.from_pretrained(folder, default_device(device))
+        tokenizer = load_tokenizer(model.config.text_encoder)
+        return cls(model, tokenizer, Path(folder).name, load_card(folder), caption_source, cache_dir)
+
+    @property
+    def model_version(self) -> str:
+        return self.name
+
+    @property
+    def uses_image(self) -> bool:
+        return self.config.use_image
+
+    def predict(self, tweets: list[Tweet], images_dir=None, images: list[bytes | None] | None = None,
+                given_captions: list[str | None] | None = None, details: bool = False, batch_size: int = 64,
+                progress: bool = False, report: ImageReport | None = None) -> list[Prediction]:
+        if images is None:
+            images = [read_image_bytes(images_dir, tw.image_id) for tw in tweets]
+        examples, problems, captions, caption_attn = self.inputs.prepare(tweets, images, given_captions, report)
+        tagged = tag_examples(self.model, examples, batch_size, details, progress)
+        return [self._prediction(*row, details) for row in
+                zip(tweets, examples, tagged, captions, caption_attn, problems)]
+
+    def _prediction(self, tweet, ex, tagged, caption, caption_attn, problem, details) -> Prediction:
+        path, marg, extra = tagged
+        tags = [self.config.labels[k] for k in path] + ["O"] * ex.truncated_words
+        conf = [float(marg[i, k]) for i, k in enumerate(path)] + [1.0] * ex.truncated_words
+        if details:
+            extra.update(caption_attention=caption_attn, truncated_words=ex.truncated_words)
+        return Prediction(tweet=tweet, tags=tags, entities=bio_to_entities(tags, conf), score=min(conf),
+                          caption=caption, image_problem=problem if self.config.use_image else None, details=extra)
+
+
+def read_image_bytes(images_dir, image_id: str) -> bytes | None:
+    path = image_path(images_dir, image_id)
+    return path.read_bytes() if path is not None and path.is_file() else None

@@ -1,0 +1,67 @@
+"""Words -> sub-tokens with each word's first sub-token position (the position that carries the word's tag).
+
+Long tweets are not cut silently: words whose first sub-token would fall beyond `max_length` are dropped from the
+model input, counted (`Encoded.truncated_words`), and predicted `O` by the predictor, which reports the count.
+A word the tokenizer maps to nothing (a lone variation selector, a control character) is fed as [UNK] so every word
+keeps a position.
+"""
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+SHAPES = ("lower", "title", "upper", "mixed", "digit", "other")
+
+
+def word_shape(word: str) -> int:
+    """Capitalisation class of a word: the cue an uncased encoder cannot see."""
+    letters = [ch for ch in word if ch.isalpha()]
+    if not letters:
+        return SHAPES.index("digit") if any(ch.isdigit() for ch in word) else SHAPES.index("other")
+    if all(ch.islower() for ch in letters):
+        return SHAPES.index("lower")
+    if all(ch.isupper() for ch in letters):
+        return SHAPES.index("upper") if len(letters) > 1 else SHAPES.index("title")
+    if letters[0].isupper() and all(ch.islower() for ch in letters[1:]):
+        return SHAPES.index("title")
+    return SHAPES.index("mixed")
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    word_index: list[int]      # first sub-token position of each kept word
+    shape_ids: list[int]       # per sub-token: its word's shape (0 for [CLS]/[SEP])
+    truncated_words: int       # words that did not fit in max_length
+
+
+def clean_word(word: str) -> str:
+    """Strip invisible characters that some tokenizers choke on; keep the word otherwise."""
+    return "".join(ch for ch in word if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")) or word
+
+
+def encode_words(tokenizer, words: list[str], max_length: int) -> Encoded:
+    cls_id, sep_id, unk_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
+    pieces = tokenizer([clean_word(w) for w in words], add_special_tokens=False, is_split_into_words=False)["input_ids"]
+    input_ids, word_index, shape_ids = [cls_id], [], [0]
+    budget = max_length - 1  # room for [SEP]
+    for i, (word, ids) in enumerate(zip(words, pieces)):
+        ids = ids or [unk_id]
+        if len(input_ids) >= budget:
+            return _finish(input_ids, word_index, shape_ids, sep_id, len(words) - i)
+        ids = ids[: budget - len(input_ids)]
+        word_index.append(len(input_ids))
+        input_ids.extend(ids)
+        shape_ids.extend([word_shape(word)] * len(ids))
+    return _finish(input_ids, word_index, shape_ids, sep_id, 0)
+
+
+def _finish(input_ids, word_index, shape_ids, sep_id, truncated) -> Encoded:
+    return Encoded(input_ids + [sep_id], word_index, shape_ids + [0], truncated)
+
+
+def encode_caption(tokenizer, caption: str, max_length: int) -> list[int]:
+    """Caption ids with [CLS]/[SEP]; an empty caption gives an empty list (the caption path is then masked)."""
+    if not caption.strip():
+        return []
+    return tokenizer(caption, truncation=True, max_length=max_length)["input_ids"]

@@ -1,0 +1,161 @@
+"""Training: AdamW with separate learning rates for the encoder, the new layers and the CRF; linear warm-up and
+decay; dev evaluation every epoch; the best-on-dev model is saved; test is evaluated once, at the end, on it."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .backbones import load_tokenizer
+from .configuration_itjner import ITJNERConfig, TrainConfig
+from .data import Tweet, read_conll
+from .dataset import collate, to_device
+from .images import ImageReport
+from .metrics import entity_scores, format_scores
+from .modeling_itjner import ITJNERModel
+from .predict import InputPipeline, Predictor, default_device, read_image_bytes, tag_examples
+
+SPLITS = {"train": "train.txt", "dev": "valid.txt", "valid": "valid.txt", "test": "test.txt"}
+
+
+def split_path(data: str | Path, split: str) -> Path:
+    """`data` is a dataset folder (train.txt/valid.txt/test.txt) or a CoNLL file."""
+    data = Path(data)
+    if data.is_file():
+        return data
+    path = data / SPLITS.get(split, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {split} split at {path}")
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def param_groups(model: ITJNERModel, cfg: TrainConfig) -> list[dict]:
+    groups = {"encoder": [], "encoder_nd": [], "head": [], "head_nd": [], "crf": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim < 2
+        if ".crf." in name:
+            groups["crf"].append(p)
+        elif name.startswith("text.encoder."):
+            groups["encoder_nd" if no_decay else "encoder"].append(p)
+        else:
+            groups["head_nd" if no_decay else "head"].append(p)
+    lr = {"encoder": cfg.lr, "encoder_nd": cfg.lr, "head": cfg.head_lr, "head_nd": cfg.head_lr, "crf": cfg.crf_lr}
+    return [{"params": ps, "lr": lr[k], "weight_decay": 0.0 if k.endswith("_nd") or k == "crf" else cfg.weight_decay}
+            for k, ps in groups.items() if ps]
+
+
+def linear_schedule(optimizer, total: int, warmup: float):
+    warm = max(1, int(total * warmup))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm))))
+
+
+def evaluate_tweets(predictor: Predictor, tweets: list[Tweet], images_dir=None, progress=True, report=None) -> dict:
+    preds = predictor.predict(tweets, images_dir=images_dir, progress=progress, report=report)
+    return entity_scores([t.tags for t in tweets], [p.tags for p in preds])
+
+
+class Trainer:
+    def __init__(self, model_cfg: ITJNERConfig, train_cfg: TrainConfig, out: str | Path, images_dir=None,
+                 device=None, random_init=False, cache_dir=None, caption_source=None, log=print):
+        seed_everything(train_cfg.seed)
+        self.model_cfg, self.cfg, self.out, self.images_dir, self.log = model_cfg, train_cfg, Path(out), images_dir, log
+        self.device = default_device(device)
+        self.tokenizer = load_tokenizer(model_cfg.text_encoder)
+        self.model = ITJNERModel.from_config(model_cfg, random_init=random_init).to(self.device)
+        self.inputs = InputPipeline(model_cfg, self.tokenizer, self.device, caption_source, cache_dir)
+        self.predictor = Predictor(self.model, self.tokenizer, self.out.name, caption_source=caption_source,
+                                   cache_dir=cache_dir)
+        self.predictor.inputs = self.inputs  # one feature store and captioner for train and dev
+        self.history: list[dict] = []
+
+    def examples(self, tweets: list[Tweet], name: str):
+        report = ImageReport()
+        blobs = [read_image_bytes(self.images_dir, t.image_id) for t in tweets]
+        examples, *_ = self.inputs.prepare(tweets, blobs, report=report)
+        if self.model_cfg.multimodal:
+            self.log(f"{name}: {report.summary()}")
+        cut = sum(e.truncated_words > 0 for e in examples)
+        if cut:
+            self.log(f"{name}: {cut} tweets longer than {self.model_cfg.max_length} sub-tokens; their tail words are "
+                     "left out of training and predicted O")
+        return examples
+
+    def fit(self, train: list[Tweet], dev: list[Tweet]) -> dict:
+        examples = self.examples(train, "train")
+        steps_per_epoch = math.ceil(len(examples) / self.cfg.batch_size)
+        optimizer = torch.optim.AdamW(param_groups(self.model, self.cfg))
+        scheduler = linear_schedule(optimizer, steps_per_epoch * self.cfg.epochs, self.cfg.warmup)
+        rng = random.Random(self.cfg.seed)
+        best = -1.0
+        for epoch in range(1, self.cfg.epochs + 1):
+            started = time.time()
+            loss = self.run_epoch(examples, optimizer, scheduler, rng, epoch)
+            scores = evaluate_tweets(self.predictor, dev, self.images_dir, progress=True)
+            row = {"epoch": epoch, "train_loss": loss, "dev": scores["overall"], "epoch_seconds": time.time() - started}
+            self.history.append(row)
+            self.log(f"epoch {epoch}: loss {loss:.4f}  dev P {scores['overall']['precision']:.2f} "
+                     f"R {scores['overall']['recall']:.2f} F1 {scores['overall']['f1']:.2f}  "
+                     f"({row['epoch_seconds']:.0f} s)")
+            if scores["overall"]["f1"] > best:
+                best = scores["overall"]["f1"]
+                self.best_dev = scores
+                self.model.save_pretrained(self.out)
+        return {"best_dev": self.best_dev, "history": self.history}
+
+    def run_epoch(self, examples, optimizer, scheduler, rng, epoch) -> float:
+        self.model.train()
+        order = examples[:]
+        rng.shuffle(order)
+        batches = [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)]
+        total, bar = 0.0, tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False)
+        for chunk in bar:
+            batch = to_device(collate(chunk, self.model_cfg), self.device)
+            loss = self.model(batch, labels=batch["labels"]).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        return total / max(1, len(batches))
+
+
+def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out: str | Path, images_dir=None,
+          device=None, random_init=False, limit: int | None = None, test: bool = True, cache_dir=None,
+          caption_source=None, log=print) -> dict:
+    train_tweets = read_conll(split_path(data, "train"))[:limit]
+    dev_tweets = read_conll(split_path(data, "dev"))[:limit]
+    trainer = Trainer(model_cfg, train_cfg, out, images_dir, device, random_init, cache_dir, caption_source, log)
+    log(f"training {model_cfg.preset} ({model_cfg.modalities()}) on {len(train_tweets)} tweets, dev {len(dev_tweets)}")
+    started = time.time()
+    result = trainer.fit(train_tweets, dev_tweets)
+    result["train_seconds"] = time.time() - started
+    if test:
+        best = Predictor.from_pretrained(out, device, caption_source, cache_dir)
+        test_tweets = read_conll(split_path(data, "test"))[:limit]
+        result["test"] = evaluate_tweets(best, test_tweets, images_dir)
+        log("test (best-on-dev model, evaluated once):\n" + format_scores(result["test"]))
+    card = {"preset": model_cfg.preset, "data": str(data), "images": str(images_dir) if images_dir else None,
+            "modalities": model_cfg.modalities(), "seed": train_cfg.seed, "train": asdict(train_cfg),
+            "limit": limit, "dev": result["best_dev"], "test": result.get("test"),
+            "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
+    ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
+    Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result

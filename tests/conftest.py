@@ -1,0 +1,47 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DATA = SHARED / "data"
+
+
+def shared_data(name: str) -> Path:
+    """Path to a dataset under ../shared/data; skips (with the reason) only when ../shared is absent."""
+    path = DATA / name
+    if not SHARED.exists():
+        pytest.skip("../shared is absent: the Twitter datasets are read from there, never copied into the repo")
+    assert path.exists(), f"{path} missing although ../shared exists"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from itjner.backbones import load_tokenizer
+
+    return load_tokenizer("tiny-bert")
+
+
+@pytest.fixture()
+def tiny_config():
+    from itjner.configuration_itjner import preset
+
+    cfg, _ = preset("tiny")
+    cfg.dropout = 0.0
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ITJNER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ITJNER_DATA_DIR", str(tmp_path / "data"))

@@ -1,0 +1,154 @@
+import itertools
+from dataclasses import replace
+
+import pytest
+import torch
+
+from itjner.data import Tweet
+from itjner.dataset import build_examples, collate
+from itjner.modeling_crf import CRFDecoder
+from itjner.modeling_itjner import ITJNERModel
+
+TWEETS = [
+    Tweet("a", ["Kevin", "Durant", "joins", "the", "Golden", "State", "Warriors"], ["B-PER", "I-PER", "O", "O", "B-ORG", "I-ORG", "I-ORG"]),
+    Tweet("b", ["RT", "@user", ":", "in", "Oakland", "today", "⚾", "️"], ["O", "O", "O", "O", "B-LOC", "O", "O", "O"]),
+    Tweet("c", ["Hello"], ["O"]),
+]
+
+
+def make_batch(cfg, tokenizer, image=(True, True, False), caption=("a stage", "", "a dog on grass"), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = [torch.randn(49, cfg.image_dim, generator=g) if has else None for has in image]
+    examples = build_examples(TWEETS, tokenizer, cfg, feats, list(caption))
+    return collate(examples, cfg)
+
+
+def model_for(cfg):
+    torch.manual_seed(0)
+    return ITJNERModel.from_config(cfg).eval()
+
+
+def test_shapes_masks_and_attention_maps(tiny_config, tiny_tokenizer):
+    model = model_for(tiny_config)
+    batch = make_batch(tiny_config, tiny_tokenizer)
+    out = model(batch, labels=batch["labels"], output_attentions=True)
+    assert out.emissions.shape == (3, 8, 9)
+    assert out.word_mask.sum(1).tolist() == [7, 8, 1]
+    assert torch.isfinite(out.loss)
+    lt = batch["input_ids"].shape[1]
+    heads = tiny_config.num_heads
+    assert out.attentions["Q"].shape == (3, heads, lt, 49)
+    assert out.attentions["Z"].shape == (3, heads, 49, lt)
+    assert out.attentions["H"].shape == (3, heads, lt, 49)
+    assert out.gate.shape == (3, lt, tiny_config.hidden_size)
+    q = out.attentions["Q"]
+    assert torch.allclose(q.sum(-1), torch.ones_like(q.sum(-1)), atol=1e-5)
+    assert torch.isfinite(out.emissions).all()
+
+
+def test_every_parameter_receives_gradient(tiny_config, tiny_tokenizer):
+    model = model_for(tiny_config).train()
+    batch = make_batch(tiny_config, tiny_tokenizer)
+    model(batch, labels=batch["labels"]).loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    # pooler-free encoder: only embedding rows of unused token ids may be zero, never whole tensors
+    assert dead == []
+
+
+def _emissions(model, batch):
+    with torch.no_grad():
+        return model(batch).emissions
+
+
+def test_missing_image_and_caption_are_masked_not_fed(tiny_config, tiny_tokenizer):
+    model = model_for(tiny_config)
+    a = make_batch(tiny_config, tiny_tokenizer)
+    b = dict(a)
+    b["image_feats"] = a["image_feats"].clone()
+    b["image_feats"][2] = 1000.0  # tweet c has no image: its features must not matter
+    b["caption_ids"] = a["caption_ids"].clone()
+    b["caption_ids"][1] = 1037  # tweet b has no caption: its ids must not matter
+    ea, eb = _emissions(model, a), _emissions(model, b)
+    assert torch.allclose(ea[1:], eb[1:], atol=1e-5)
+    # ...while a present image does matter
+    c = dict(a)
+    c["image_feats"] = a["image_feats"].clone()
+    c["image_feats"][0] += 5.0
+    assert not torch.allclose(_emissions(model, c)[0], ea[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("switch,gone", [
+    ("no_caption", ["caption.", "interaction.caption_guided."]),
+    ("no_gate", ["interaction.text_guided.gate."]),
+    ("no_image_text", ["interaction.image_guided."]),
+    ("text_only", ["image.", "caption.", "interaction.", "aux_decoder."]),
+])
+def test_ablation_switch_removes_its_path(tiny_config, tiny_tokenizer, switch, gone):
+    full = model_for(tiny_config)
+    cfg = tiny_config.with_ablation(**{switch: True})
+    ablated = model_for(cfg)
+    names = [n for n, _ in ablated.named_parameters()]
+    for prefix in gone:
+        assert any(n.startswith(prefix) for n, _ in full.named_parameters())
+        assert not any(n.startswith(prefix) for n in names), f"{switch} left {prefix} parameters"
+    batch = make_batch(cfg, tiny_tokenizer)
+    out = ablated(batch, labels=batch["labels"], output_attentions=True)
+    out.loss.backward()
+    assert all(p.grad is not None for p in ablated.parameters()), "an ablated model has unused parameters"
+    if switch == "no_gate":
+        assert out.gate is None
+    if switch == "no_image_text":
+        assert "Z" not in out.attentions and "H" not in out.attentions and "Q" in out.attentions
+    if switch in ("no_caption", "text_only"):
+        assert "P" not in out.attentions
+        other = make_batch(cfg, tiny_tokenizer, caption=("a cat", "a tree", "a man"))
+        assert torch.allclose(_emissions(ablated.eval(), batch), _emissions(ablated, other), atol=1e-5)
+    if switch == "text_only":
+        other = make_batch(cfg, tiny_tokenizer, seed=5)
+        assert torch.allclose(_emissions(ablated.eval(), batch), _emissions(ablated, other), atol=1e-5)
+
+
+def test_caption_query_modes_both_give_text_length(tiny_config, tiny_tokenizer):
+    for mode in ("text", "caption"):
+        cfg = replace(tiny_config, caption_query=mode)
+        model = model_for(cfg)
+        batch = make_batch(cfg, tiny_tokenizer)
+        out = model(batch, output_attentions=True)
+        assert out.attentions["P"].shape[2] == (batch["input_ids"].shape[1] if mode == "text" else batch["input_ids"].shape[1])
+        assert torch.isfinite(out.emissions).all()
+
+
+def _brute_force(decoder, emissions):
+    crf = decoder.crf
+    n, c = emissions.shape
+    scores = {}
+    for path in itertools.product(range(c), repeat=n):
+        s = crf.start_transitions[path[0]] + emissions[0, path[0]] + crf.end_transitions[path[-1]]
+        for i in range(1, n):
+            s = s + crf.transitions[path[i - 1], path[i]] + emissions[i, path[i]]
+        scores[path] = s
+    return scores
+
+
+def test_crf_viterbi_and_marginals_equal_brute_force():
+    torch.manual_seed(3)
+    dec = CRFDecoder(4, 3)
+    with torch.no_grad():
+        for p in dec.crf.parameters():
+            p.normal_()
+    emissions = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool()
+    paths = dec.decode(emissions, mask)
+    marg = dec.marginals(emissions, mask)
+    for b, length in enumerate([4, 3]):
+        scores = _brute_force(dec, emissions[b, :length])
+        best = max(scores, key=lambda k: scores[k])
+        assert tuple(paths[b]) == best
+        log_z = torch.logsumexp(torch.stack(list(scores.values())), 0)
+        for i in range(length):
+            for c in range(3):
+                p = sum((s - log_z).exp() for k, s in scores.items() if k[i] == c)
+                assert marg[b, i, c].item() == pytest.approx(p.item(), abs=1e-5)
+        assert marg[b, length:].abs().sum() == 0
+        nll = dec.nll(emissions[b:b + 1, :length], torch.tensor([best]), mask[b:b + 1, :length])
+        assert nll.item() == pytest.approx((log_z - scores[best]).item(), abs=1e-4)
