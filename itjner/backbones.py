@@ -133,6 +133,16 @@ class ImageGridEncoder(nn.Module):
         return fmap.flatten(2).transpose(1, 2).contiguous()
 
     @torch.inference_mode()
+    def classify_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits from cached region features (B, regions, C): the classifier head alone, no CNN pass."""
+        b, n, c = feats.shape
+        side = int(round(n ** 0.5))
+        fmap = feats.float().transpose(1, 2).reshape(b, c, side, side)
+        if self.kind == "efficientnet-lite":
+            return self.net._fc(fmap.mean(dim=(2, 3)))
+        return self.net.forward_head(fmap)
+
+    @torch.inference_mode()
     def classify(self, pixels: torch.Tensor) -> torch.Tensor:
         """ImageNet logits (B, 1000) for backbones that keep their classifier (used by the `tags` captions)."""
         if self.kind == "efficientnet-lite":

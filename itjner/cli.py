@@ -34,6 +34,8 @@ def cmd_train(args) -> int:
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source)
+    if result.get("best_dev") is None:  # a non-zero torchrun rank: rank 0 saves and reports
+        return 0
     _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["python", "-m", "itjner"] + sys.argv[1:]))
     dev = result["best_dev"]["overall"]
     print(f"best dev P {dev['precision']:.2f} R {dev['recall']:.2f} F1 {dev['f1']:.2f}; checkpoint in {args.out}")
@@ -68,6 +70,15 @@ def cmd_evaluate(args) -> int:
     print(format_scores(scores))
     if args.json:
         Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .batch import predict_file
+
+    predictor = get_predictor(args.checkpoint, args.device)
+    n = predict_file(predictor, args.data, args.out, args.images, batch_size=args.batch_size)
+    print(f"tagged {n} tweet(s) into {args.out}")
     return 0
 
 
@@ -107,7 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the scores as JSON here")
     e.add_argument("--device")
     e.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="tag a file of tweets into JSONL (resumable; shards under torchrun)")
+    pr.add_argument("--data", required=True, help="CoNLL (.txt), JSONL or CSV with id/image_id and text/tokens")
+    pr.add_argument("--images", help="folder with <IMGID>.jpg")
+    pr.add_argument("--out", required=True, help="JSONL to write; a rerun skips rows already there")
+    pr.add_argument("--checkpoint", help="model folder (default: the embedded checkpoint)")
+    pr.add_argument("--batch-size", type=int, default=64)
+    pr.add_argument("--device")
+    pr.set_defaults(func=cmd_predict)
+
+    from .labelstudio import add_cli
+
+    add_cli(sub, get_predictor)
     return parser
+
+
+def get_predictor(checkpoint: str | None = None, device: str | None = None):
+    """The checkpoint a CLI tags with: the given folder, else the embedded default."""
+    from .predict import DEFAULT_CHECKPOINT, Predictor
+
+    return Predictor.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .backbones import BackboneUnavailable
+    from .labelstudio import LabelStudioError
 
     try:
         return args.func(args)
-    except (BackboneUnavailable, FileNotFoundError, ValueError) as err:
+    except (BackboneUnavailable, FileNotFoundError, ValueError, LabelStudioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ class ITJNERConfig:
     caption_query: str = "text"
     aux_weight: float = 0.5                     # lambda: weight of the auxiliary text-only CRF loss on R
     word_shape: bool = False                    # extension: add a capitalisation-shape embedding (uncased encoders)
+    freeze_text_encoder: bool = False           # keep the pretrained encoder fixed (not stored in checkpoints)
     caption_source: str = "tags"                # see caption_sources.py
     labels: list = field(default_factory=lambda: list(LABELS))
     text_encoder_config: dict | None = None     # saved with a checkpoint: rebuilds the encoder offline

@@ -91,6 +91,8 @@ class ITJNERModel(nn.Module):
         if text_encoder.config.hidden_size != config.hidden_size:
             raise ValueError(f"hidden_size {config.hidden_size} != text encoder width {text_encoder.config.hidden_size}")
         self.text = TextFeatures(config, text_encoder)
+        if config.freeze_text_encoder:
+            self.text.encoder.requires_grad_(False)
         self.image = ImageFeatures(config) if config.use_image else None
         self.caption = CaptionFeatures(config) if config.use_caption else None
         self.interaction = CollaborativeInteraction(config)
@@ -150,7 +152,7 @@ class ITJNERModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-                 for k, v in self.state_dict().items()}
+                 for k, v in self.state_dict().items() if not self._reloadable_by_name(k)}
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
         if card is not None:
             (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -163,10 +165,19 @@ class ITJNERModel(nn.Module):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
             raise FileNotFoundError(f"{folder} is not an ITJNER checkpoint (needs config.json and model.safetensors)")
-        model = cls(ITJNERConfig.load(folder))
+        config = ITJNERConfig.load(folder)
+        # A frozen encoder is not stored: it comes back, pretrained, by name.
+        model = cls.from_config(config) if config.freeze_text_encoder else cls(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(folder / "model.safetensors")).items()}
-        model.load_state_dict(state)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not model._reloadable_by_name(k)]
+        if missing or unexpected:
+            raise ValueError(f"{folder}: checkpoint does not match its config (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
         return model.to(device).eval()
+
+    def _reloadable_by_name(self, key: str) -> bool:
+        return self.config.freeze_text_encoder and key.startswith("text.encoder.")
 
 
 def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,9 @@ from .images import FeatureStore, ImageReport, decode_image, image_path
 from .modeling_itjner import ITJNERModel, load_card
 
 
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "itjner-lite-twitter2017"
+
+
 def default_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)

@@ -17,6 +17,7 @@ from .backbones import load_tokenizer
 from .configuration_itjner import ITJNERConfig, TrainConfig
 from .data import Tweet, read_conll
 from .dataset import collate, to_device
+from .distributed import barrier, mean_across, world
 from .images import ImageReport
 from .metrics import entity_scores, format_scores
 from .modeling_itjner import ITJNERModel
@@ -83,6 +84,12 @@ class Trainer:
                                    cache_dir=cache_dir)
         self.predictor.inputs = self.inputs  # one feature store and captioner for train and dev
         self.history: list[dict] = []
+        self.rank, self.world = world()
+        self.net = self.model
+        if self.world > 1:  # DistributedDataParallel: each rank takes its share of every global batch
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, find_unused_parameters=model_cfg.multimodal)
 
     def examples(self, tweets: list[Tweet], name: str):
         report = ImageReport()
@@ -99,41 +106,47 @@ class Trainer:
     def fit(self, train: list[Tweet], dev: list[Tweet]) -> dict:
         examples = self.examples(train, "train")
         steps_per_epoch = math.ceil(len(examples) / self.cfg.batch_size)
-        optimizer = torch.optim.AdamW(param_groups(self.model, self.cfg))
+        optimizer = torch.optim.AdamW(param_groups(self.model, self.cfg), fused=self.device.type in ("cpu", "cuda"))
         scheduler = linear_schedule(optimizer, steps_per_epoch * self.cfg.epochs, self.cfg.warmup)
         rng = random.Random(self.cfg.seed)
         best = -1.0
         for epoch in range(1, self.cfg.epochs + 1):
             started = time.time()
             loss = self.run_epoch(examples, optimizer, scheduler, rng, epoch)
-            scores = evaluate_tweets(self.predictor, dev, self.images_dir, progress=True)
-            row = {"epoch": epoch, "train_loss": loss, "dev": scores["overall"], "epoch_seconds": time.time() - started}
-            self.history.append(row)
-            self.log(f"epoch {epoch}: loss {loss:.4f}  dev P {scores['overall']['precision']:.2f} "
-                     f"R {scores['overall']['recall']:.2f} F1 {scores['overall']['f1']:.2f}  "
-                     f"({row['epoch_seconds']:.0f} s)")
-            if scores["overall"]["f1"] > best:
-                best = scores["overall"]["f1"]
-                self.best_dev = scores
-                self.model.save_pretrained(self.out)
-        return {"best_dev": self.best_dev, "history": self.history}
+            if self.rank == 0:
+                scores = evaluate_tweets(self.predictor, dev, self.images_dir, progress=True)
+                row = {"epoch": epoch, "train_loss": loss, "dev": scores["overall"],
+                       "epoch_seconds": time.time() - started}
+                self.history.append(row)
+                self.log(f"epoch {epoch}: loss {loss:.4f}  dev P {scores['overall']['precision']:.2f} "
+                         f"R {scores['overall']['recall']:.2f} F1 {scores['overall']['f1']:.2f}  "
+                         f"({row['epoch_seconds']:.0f} s)")
+                if scores["overall"]["f1"] > best:
+                    best = scores["overall"]["f1"]
+                    self.best_dev = scores
+                    self.model.save_pretrained(self.out)
+            barrier()
+        return {"best_dev": getattr(self, "best_dev", None), "history": self.history}
 
     def run_epoch(self, examples, optimizer, scheduler, rng, epoch) -> float:
         self.model.train()
         order = examples[:]
         rng.shuffle(order)
         batches = [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)]
-        total, bar = 0.0, tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False)
+        total = 0.0
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, disable=self.rank != 0)
         for chunk in bar:
-            batch = to_device(collate(chunk, self.model_cfg), self.device)
-            loss = self.model(batch, labels=batch["labels"]).loss
+            mine = chunk[self.rank::self.world] or chunk[:1]
+            batch = to_device(collate(mine, self.model_cfg), self.device)
+            loss = self.net(batch, labels=batch["labels"]).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            total += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            step_loss = mean_across(loss.item())
+            total += step_loss
+            bar.set_postfix(loss=f"{step_loss:.3f}")
         return total / max(1, len(batches))
 
 
@@ -147,6 +160,8 @@ def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out
     started = time.time()
     result = trainer.fit(train_tweets, dev_tweets)
     result["train_seconds"] = time.time() - started
+    if trainer.rank != 0:
+        return result
     if test:
         best = Predictor.from_pretrained(out, device, caption_source, cache_dir)
         test_tweets = read_conll(split_path(data, "test"))[:limit]

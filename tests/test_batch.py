@@ -1,0 +1,83 @@
+"""Batch pre-annotation: resumable output, and torchrun sharding identical to one process."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from itjner.batch import done_indices, predict_file
+from itjner.data import Tweet, write_conll
+from itjner.modeling_itjner import ITJNERModel
+from itjner.predict import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def tiny_ckpt(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    tiny_config.use_caption = False
+    ITJNERModel.from_config(tiny_config.with_ablation(text_only=True)).save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+@pytest.fixture()
+def tweets_file(tmp_path):
+    words = ["Kevin", "Durant", "Oakland", "the", "Warriors", "love", "NBA", "in", "at", "Paris"]
+    tweets = [Tweet(f"id{i}", [words[(i * 7 + k) % len(words)] for k in range(3 + i % 9)]) for i in range(37)]
+    write_conll(tweets, tmp_path / "tweets.txt")
+    return tmp_path / "tweets.txt"
+
+
+def test_rerun_skips_done_rows_and_recovers_a_torn_line(tmp_path, tiny_ckpt, tweets_file):
+    predictor = Predictor.from_pretrained(tiny_ckpt)
+    full = tmp_path / "full.jsonl"
+    assert predict_file(predictor, tweets_file, full, chunk=8, progress=False) == 37
+    reference = full.read_text()
+    # simulate an interrupted run: 2 complete chunks and half a line
+    lines = reference.splitlines(keepends=True)
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text("".join(lines[:16]) + lines[16][:25])
+    assert done_indices(partial) == set(range(16))
+    assert predict_file(predictor, tweets_file, partial, chunk=8, progress=False) == 21
+    assert partial.read_text() == reference
+    assert predict_file(predictor, tweets_file, partial, chunk=8, progress=False) == 0  # nothing left to do
+    row = json.loads(lines[0])
+    assert set(row) >= {"index", "image_id", "tokens", "tags", "entities", "score"}
+
+
+def test_torchrun_two_ranks_equal_one_process(tmp_path, tiny_ckpt, tweets_file):
+    one = tmp_path / "one.jsonl"
+    predict_file(Predictor.from_pretrained(tiny_ckpt), tweets_file, one, progress=False)
+    two = tmp_path / "two.jsonl"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "itjner", "predict", "--data", str(tweets_file), "--checkpoint", str(tiny_ckpt), "--out", str(two)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert two.read_text() == one.read_text()
+    assert not list(tmp_path.glob("two.jsonl.part*"))
+
+
+def test_torchrun_ddp_training_matches_one_process(tmp_path):
+    from conftest import shared_data
+
+    data = shared_data("twitter2017")
+    common = ["-m", "itjner", "train", "--preset", "tiny", "--text-only", "--data", str(data), "--limit", "48",
+              "--epochs", "2", "--batch-size", "8", "--no-test"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    single = subprocess.run([sys.executable] + common + ["--out", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                         + common + ["--out", str(tmp_path / "two")], env=env, capture_output=True, text=True,
+                         timeout=600, cwd=REPO)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())["history"]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())["history"]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.1)
