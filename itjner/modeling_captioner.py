@@ -1,0 +1,306 @@
+"""A "show, attend and tell" captioner over the 7x7 = 49 region features of any image backbone (paper Sec. 2.2.2).
+
+At every step an LSTM decoder attends softly over the regions (one weight per region, weights sum to 1), gates the
+attended context with a sigmoid of its hidden state (the f_beta gate), and emits a word. The decoder state starts
+from the mean region feature. Training loss: cross-entropy on the next word plus, optionally, the doubly stochastic
+attention penalty alpha_c * mean((1 - sum_t alpha_t)^2) that pushes every region to be looked at over the caption.
+
+Decoding is greedy (batched) or beam search (per image); both return, per emitted word, its 49 attention weights in
+the backbone's row-major region order (index = row * 7 + column, row 0 at the top).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
+SPECIALS = (PAD, START, END, UNK)
+CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "model.safetensors"
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words; punctuation dropped, inner apostrophes kept ("a man's hat." -> [a, man's, hat])."""
+    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
+
+
+# ------------------------------------------------------------------------------------------------------ vocabulary
+class Vocabulary:
+    """Word <-> id. Ids 0..3 are <pad>, <start>, <end>, <unk>; then words by descending count, ties alphabetical."""
+
+    pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, words: Sequence[str]):
+        self.itos = list(SPECIALS) + [w for w in words if w not in SPECIALS]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
+        counts = Counter(w for caption in captions for w in tokenize(caption))
+        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
+        return cls(kept)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, caption: str) -> list[int]:
+        """<start> w1 .. wn <end>, unknown words -> <unk>."""
+        ids = [self.stoi.get(w, self.unk_id) for w in tokenize(caption)]
+        return [self.start_id] + ids + [self.end_id]
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Ids -> words, stopping at <end>, skipping <start>/<pad>."""
+        words = []
+        for i in ids:
+            if i == self.end_id:
+                break
+            if i not in (self.pad_id, self.start_id):
+                words.append(self.itos[i])
+        return words
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.itos, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocabulary":
+        itos = json.loads(Path(path).read_text(encoding="utf-8"))
+        if list(itos[:4]) != list(SPECIALS):
+            raise ValueError(f"{path}: not a captioner vocabulary (must start with {SPECIALS})")
+        return cls(itos[4:])
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+@dataclass
+class CaptionerConfig:
+    feature_dim: int = 2048          # channels of the backbone's region features (2048 Res2Net-101, 1280 Lite0)
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    attention_dim: int = 256
+    dropout: float = 0.5
+    vocab_size: int = 4              # set from the Vocabulary
+    alpha_c: float = 1.0             # weight of the doubly stochastic attention penalty (0 turns it off)
+    max_len: int = 30                # longest caption generated, in words
+    beam: int = 3                    # default beam width of generate()
+    backbone: str | None = None      # image backbone whose features this captioner reads
+    extra: dict = field(default_factory=dict)  # free-form provenance (training data, epochs, scores)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CaptionerConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Caption:
+    """A generated caption: words, per word the 49 attention weights that produced it, and its log-probability."""
+
+    words: list[str]
+    attention: list[list[float]]
+    score: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+class RegionAttention(nn.Module):
+    """Additive attention: alpha = softmax(w^T relu(W_f f_i + W_h h)) over regions i."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int):
+        super().__init__()
+        self.from_features = nn.Linear(feature_dim, attention_dim)
+        self.from_hidden = nn.Linear(hidden_dim, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def forward(self, feats: torch.Tensor, projected: torch.Tensor, h: torch.Tensor):
+        """feats (B, R, F), projected = from_features(feats) (B, R, A), h (B, H) -> context (B, F), alpha (B, R)."""
+        energy = self.score(torch.relu(projected + self.from_hidden(h).unsqueeze(1))).squeeze(2)
+        alpha = energy.softmax(dim=1)
+        return (feats * alpha.unsqueeze(2)).sum(dim=1), alpha
+
+
+class CaptionModel(nn.Module):
+    def __init__(self, config: CaptionerConfig, vocab: Vocabulary):
+        super().__init__()
+        if config.vocab_size != len(vocab):
+            raise ValueError(f"config.vocab_size {config.vocab_size} != vocabulary size {len(vocab)}")
+        self.config, self.vocab = config, vocab
+        c = config
+        self.feature_norm = nn.LayerNorm(c.feature_dim)
+        self.attention = RegionAttention(c.feature_dim, c.hidden_dim, c.attention_dim)
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=Vocabulary.pad_id)
+        self.init_h = nn.Linear(c.feature_dim, c.hidden_dim)
+        self.init_c = nn.Linear(c.feature_dim, c.hidden_dim)
+        self.f_beta = nn.Linear(c.hidden_dim, c.feature_dim)
+        self.cell = nn.LSTMCell(c.embed_dim + c.feature_dim, c.hidden_dim)
+        self.dropout = nn.Dropout(c.dropout)
+        self.out = nn.Linear(c.hidden_dim, c.vocab_size)
+
+    # -- one decoding step, shared by training and both decoders
+    def prepare(self, feats: torch.Tensor):
+        """(B, R, F) raw region features -> normalised features, their attention projection and the initial (h, c)."""
+        feats = self.feature_norm(feats.float())
+        mean = feats.mean(dim=1)
+        return feats, self.attention.from_features(feats), (torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+
+    def step(self, feats, projected, words: torch.Tensor, state):
+        """Previous words (B,) -> logits (B, V) of the next word, attention (B, R), new (h, c)."""
+        h, c = state
+        context, alpha = self.attention(feats, projected, h)
+        context = torch.sigmoid(self.f_beta(h)) * context
+        h, c = self.cell(torch.cat([self.embed(words), context], dim=1), (h, c))
+        return self.out(self.dropout(h)), alpha, (h, c)
+
+    # -- training
+    def forward(self, feats: torch.Tensor, captions: torch.Tensor):
+        """Teacher forcing. feats (B, R, F); captions (B, T) = <start> .. <end> <pad>.. ->
+        logits (B, T-1, V) predicting captions[:, 1:], and alphas (B, T-1, R)."""
+        feats, projected, state = self.prepare(feats)
+        logits, alphas = [], []
+        for t in range(captions.size(1) - 1):
+            step_logits, alpha, state = self.step(feats, projected, captions[:, t], state)
+            logits.append(step_logits)
+            alphas.append(alpha)
+        return torch.stack(logits, 1), torch.stack(alphas, 1)
+
+    def loss(self, feats: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, cross-entropy alone): mean CE per target word + alpha_c * attention penalty."""
+        logits, alphas = self(feats, captions)
+        targets = captions[:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=Vocabulary.pad_id)
+        if self.config.alpha_c <= 0:
+            return ce, ce.detach()
+        mask = (targets != Vocabulary.pad_id).unsqueeze(2).float()
+        coverage = (alphas * mask).sum(dim=1)  # (B, R): attention each region received over the caption
+        penalty = ((1.0 - coverage) ** 2).mean()
+        return ce + self.config.alpha_c * penalty, ce.detach()
+
+    # -- decoding
+    @torch.no_grad()
+    def generate(self, feats: torch.Tensor, beam: int | None = None, max_len: int | None = None) -> list[Caption]:
+        """Captions for (B, R, F) or (R, F) features. beam 1 = greedy (batched); beam > 1 = beam search per image."""
+        was_training = self.training
+        self.eval()
+        try:
+            feats = feats.unsqueeze(0) if feats.dim() == 2 else feats
+            feats = feats.to(next(self.parameters()).device)
+            beam = beam or self.config.beam
+            max_len = max_len or self.config.max_len
+            if beam <= 1:
+                return self.greedy(feats, max_len)
+            return [self.beam_search(f, beam, max_len) for f in feats]
+        finally:
+            self.train(was_training)
+
+    def greedy(self, feats: torch.Tensor, max_len: int) -> list[Caption]:
+        feats, projected, state = self.prepare(feats)
+        batch = feats.size(0)
+        words = torch.full((batch,), Vocabulary.start_id, dtype=torch.long, device=feats.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=feats.device)
+        ids, alphas, scores = [], [], torch.zeros(batch, device=feats.device)
+        for t in range(max_len + 1):  # + 1: room for <end> after max_len words
+            logits, alpha, state = self.step(feats, projected, words, state)
+            logp = _only_end(logits) if t == max_len else logits.log_softmax(-1)
+            words = logp.argmax(-1)
+            scores += torch.where(done, 0.0, logp.gather(1, words[:, None]).squeeze(1))
+            ids.append(words)
+            alphas.append(alpha)
+            done |= words == Vocabulary.end_id
+            if done.all():
+                break
+        ids_t, alphas_t = torch.stack(ids, 1).tolist(), torch.stack(alphas, 1)
+        return [self._caption(ids_t[b], alphas_t[b], scores[b].item(), max_len) for b in range(batch)]
+
+    def beam_search(self, feats: torch.Tensor, beam: int, max_len: int) -> Caption:
+        """Standard beam search for one image (R, F); the best finished hypothesis by total log-probability."""
+        feats, projected, (h, c) = self.prepare(feats.unsqueeze(0))
+        words = torch.tensor([Vocabulary.start_id], device=feats.device)
+        scores = torch.zeros(1, device=feats.device)
+        seqs: list[list[int]] = [[]]
+        seq_alphas: list[list[torch.Tensor]] = [[]]
+        finished: list[tuple[float, list[int], list[torch.Tensor]]] = []
+        for t in range(max_len + 1):
+            n = words.size(0)
+            logits, alpha, (h, c) = self.step(feats.expand(n, -1, -1), projected.expand(n, -1, -1), words, (h, c))
+            logp = _only_end(logits) if t == max_len else logits.log_softmax(-1)
+            total = (scores[:, None] + logp).view(-1)
+            top_scores, top = total.topk(min(beam, total.numel()))
+            vocab_size = logits.size(1)
+            keep, next_words, next_scores = [], [], []
+            for score, flat in zip(top_scores.tolist(), top.tolist()):
+                src, word = divmod(flat, vocab_size)
+                seq, al = seqs[src] + [word], seq_alphas[src] + [alpha[src]]
+                if word == Vocabulary.end_id:
+                    finished.append((score, seq, al))
+                else:
+                    keep.append((src, seq, al))
+                    next_words.append(word)
+                    next_scores.append(score)
+            best_open = max(next_scores, default=float("-inf"))
+            if len(finished) >= beam or not keep or (finished and max(f[0] for f in finished) >= best_open):
+                break  # log-probs only fall: no open hypothesis can beat the best finished one
+            index = torch.tensor([k[0] for k in keep], device=feats.device)
+            h, c = h[index], c[index]
+            seqs, seq_alphas = [k[1] for k in keep], [k[2] for k in keep]
+            words = torch.tensor(next_words, device=feats.device)
+            scores = torch.tensor(next_scores, device=feats.device)
+        if not finished:  # cannot happen with the forced <end> above; kept for safety
+            finished = [(scores[0].item(), seqs[0], seq_alphas[0])]
+        score, seq, al = max(finished, key=lambda f: f[0])
+        return self._caption(seq, torch.stack(al), score, max_len)
+
+    def _caption(self, ids: list[int], alphas: torch.Tensor, score: float, max_len: int) -> Caption:
+        words = self.vocab.decode(ids)[:max_len]
+        return Caption(words, [[round(a, 6) for a in row] for row in alphas[: len(words)].tolist()], score)
+
+    # -- persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.vocab.save(directory / VOCAB_FILE)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str = "cpu") -> "CaptionModel":
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        missing = [name for name in (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{directory} is not a captioner checkpoint (missing {', '.join(missing)}); "
+                                    "train one with `python -m itjner.caption train`")
+        config = CaptionerConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
+        model = cls(config, Vocabulary.load(directory / VOCAB_FILE))
+        model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=map_location))
+        return model.eval()
+
+
+def _only_end(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities once the caption is out of room: <end> is certain (log 1 = 0), everything else impossible."""
+    logp = torch.full_like(logits, float("-inf"))
+    logp[:, Vocabulary.end_id] = 0.0
+    return logp
+
+
+def pad_captions(encoded: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Id lists -> (B, T) LongTensor padded with <pad>."""
+    width = max(len(ids) for ids in encoded)
+    out = torch.full((len(encoded), width), Vocabulary.pad_id, dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        out[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return out
