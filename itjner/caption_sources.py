@@ -169,10 +169,8 @@ class TagsCaptionSource(_FeatureCaptioner):
         self.spec = f"tags:{threshold}:{max_labels}"
 
     def logits_from_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """(B, 49, 1280) Lite0 region features -> (B, 1000) ImageNet logits: global average pool + the classifier
-        (what the network does after its last conv map), so cached features need no second backbone pass."""
-        fc = self.backbone.net._fc
-        return fc(feats.to(fc.weight.device).float().mean(dim=1)).cpu()
+        """(B, 49, 1280) cached region features -> (B, 1000) ImageNet logits (the classifier head alone)."""
+        return self.backbone.classify_features(feats.to(next(self.backbone.parameters()).device)).cpu()
 
     def probabilities(self, images=None, features=None, n: int | None = None) -> list[torch.Tensor | None]:
         n = _count(images, features) if n is None else n

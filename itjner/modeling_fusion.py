@@ -81,13 +81,14 @@ class TextGuidedImageFusion(nn.Module):
     def forward(self, p, w, region_mask, h):
         q, q_attn = self.word_block(p, w, region_mask)
         if self.gate is None:
-            return q, None, q_attn
+            return q, None, q, q_attn
         g_out, g = self.gate(h, q)
-        return g_out, g, q_attn
+        return g_out, g, q, q_attn
 
 
 class CollaborativeInteraction(nn.Module):
-    """The whole of Fig. 4: (R, O, W) -> A = [H ; G], with the ablation switches of Table 3."""
+    """The whole of Fig. 4: (R, O, W) -> A = [H ; G], with the ablation switches of Table 3.
+    Returns A, the attention maps, the gate g and Q (the word-aware visual features before gating)."""
 
     def __init__(self, config):
         super().__init__()
@@ -104,13 +105,13 @@ class CollaborativeInteraction(nn.Module):
         if self.caption_guided is not None and o is not None:
             p_new, attn["P"] = self.caption_guided(r, text_mask, o, o_mask)
             p = _keep(has_caption, p_new, r)
-        h, g_out, gate = r, torch.zeros_like(r), None
+        h, g_out, gate, q = r, torch.zeros_like(r), None, None
         if w is not None and self.text_guided is not None:
             region_mask = has_image[:, None].expand(-1, w.shape[1])
             if self.image_guided is not None:
                 h_new, left = self.image_guided(r, p, text_mask, w, region_mask)
                 h = _keep(has_image, h_new, r)
                 attn.update(left)
-            g_new, gate, attn["Q"] = self.text_guided(p, w, region_mask, h)
+            g_new, gate, q, attn["Q"] = self.text_guided(p, w, region_mask, h)
             g_out = _keep(has_image, g_new, torch.zeros_like(g_new))
-        return torch.cat([h, g_out], dim=-1), attn, gate, p
+        return torch.cat([h, g_out], dim=-1), attn, gate, q

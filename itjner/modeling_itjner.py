@@ -33,6 +33,7 @@ class ITJNEROutput:
     word_mask: torch.Tensor          # (B, words)
     attentions: dict | None = None   # name -> (B, heads, Lq, Lk); names R, O, W, P, Z, H, Q
     gate: torch.Tensor | None = None  # (B, text length, d)
+    visual: torch.Tensor | None = None  # Q: (B, text length, d), before the gate
 
 
 class TextFeatures(nn.Module):
@@ -120,7 +121,7 @@ class ITJNERModel(nn.Module):
         if self.image is not None and "image_feats" in batch:
             has_image = batch["has_image"].bool()
             w, attn["W"] = self.image(batch["image_feats"].to(r.dtype), has_image)
-        a, fusion_attn, gate, _ = self.interaction(r, text_mask, o, o_mask, has_caption, w, has_image)
+        a, fusion_attn, gate, q = self.interaction(r, text_mask, o, o_mask, has_caption, w, has_image)
         attn.update(fusion_attn)
 
         words, word_mask = batch["word_index"], batch["word_mask"].bool()
@@ -131,8 +132,9 @@ class ITJNERModel(nn.Module):
             if self.aux_decoder is not None:
                 aux = self.aux_decoder.emissions(_gather(r, words))
                 loss = loss + self.config.aux_weight * self.aux_decoder.nll(aux, labels, word_mask)
-        return ITJNEROutput(loss, emissions, word_mask, attn if output_attentions else None,
-                            gate if output_attentions else None)
+        if not output_attentions:
+            return ITJNEROutput(loss, emissions, word_mask)
+        return ITJNEROutput(loss, emissions, word_mask, attn, gate, q)
 
     def decode(self, out: ITJNEROutput) -> list[list[int]]:
         return self.decoder.decode(out.emissions, out.word_mask)

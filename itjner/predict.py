@@ -60,7 +60,10 @@ def _details(out, j: int, ex, n: int) -> dict:
         if name in ("Q", "H", "P", "R"):
             maps[name] = attn[j][:, idx, :].float().cpu().numpy()
     if out.gate is not None:
-        maps["gate"] = out.gate[j, idx].float().mean(-1).cpu().numpy()
+        g, q = out.gate[j, idx].float(), out.visual[j, idx].float()
+        maps["gate"] = g.mean(-1).cpu().numpy()
+        # share of the visual signal the gate lets through: |g * Q| / |Q| (dimensions where Q is ~0 do not count)
+        maps["gate_effective"] = ((g * q).norm(dim=-1) / q.norm(dim=-1).clamp_min(1e-6)).cpu().numpy()
     return maps
 
 

@@ -47,6 +47,10 @@ class ToyPair:
 def _clutter(rng: random.Random, avoid: int | None) -> Image.Image:
     img = Image.new("RGB", (SIZE, SIZE), tuple(rng.randint(150, 200) for _ in range(3)))
     draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(3, 6)):  # cue-coloured fragments: the cue's colours alone do not give it away
+        cell = rng.randrange(GRID * GRID)
+        if cell != avoid:
+            _draw_fragment(draw, rng, cell)
     for _ in range(rng.randint(12, 20)):
         cell = rng.randrange(GRID * GRID)
         if cell == avoid:
@@ -62,6 +66,21 @@ def _clutter(rng: random.Random, avoid: int | None) -> Image.Image:
         else:
             draw.ellipse((x, y, x + 6, y + 6), fill=(grey, grey - 20, grey - 20))
     return img
+
+
+def _draw_fragment(draw: ImageDraw.ImageDraw, rng: random.Random, cell: int) -> None:
+    """One piece of a cue, never a whole one: a red block, a skin-coloured disc, a sea patch, an orange disc."""
+    r, c = divmod(cell, GRID)
+    x0, y0 = c * CELL + rng.randint(0, 12), r * CELL + rng.randint(0, 12)
+    kind = rng.randrange(4)
+    if kind == 0:
+        draw.rectangle((x0, y0, x0 + 14, y0 + 10), fill=(220, 20, 20))
+    elif kind == 1:
+        draw.ellipse((x0, y0, x0 + 10, y0 + 10), fill=(240, 190, 150))
+    elif kind == 2:
+        draw.rectangle((x0, y0, x0 + 16, y0 + 16), fill=(60, 140, 230))
+    else:
+        draw.ellipse((x0, y0, x0 + 18, y0 + 18), fill=(255, 140, 0))
 
 
 def _draw_cue(img: Image.Image, cue: str, cell: int) -> None:
@@ -144,9 +163,10 @@ def grounding_report(predictor, data: str | Path, split: str = "test") -> dict:
                 for i in related]
         report["heatmap_peak_in_cue_cell"] = 100 * float(np.mean(hits))
     if details[0] and details[0].get("gate") is not None:
-        gate = [float(d["gate"][m["name_index"]]) for d, m in zip(details, meta)]
-        report["gate_related"] = float(np.mean([g for g, m in zip(gate, meta) if m["related"]]))
-        report["gate_unrelated"] = float(np.mean([g for g, m in zip(gate, meta) if not m["related"]]))
+        for key in ("gate", "gate_effective"):
+            gate = [float(d[key][m["name_index"]]) for d, m in zip(details, meta)]
+            report[f"{key}_related"] = float(np.mean([g for g, m in zip(gate, meta) if m["related"]]))
+            report[f"{key}_unrelated"] = float(np.mean([g for g, m in zip(gate, meta) if not m["related"]]))
     return report
 
 

@@ -1,0 +1,33 @@
+"""Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for the README.
+
+    .venv/bin/python scripts/results_table.py runs/t17/lite-s* runs/t15/lite-s*
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def main(paths: list[str]) -> None:
+    groups = defaultdict(list)
+    for p in paths:
+        card = json.loads(Path(p, "card.json").read_text())
+        metrics = json.loads(Path(p, "metrics.json").read_text())
+        groups[(Path(card["data"]).name, card["modalities"])].append((card, metrics))
+    print("| data | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (data, modalities), runs in sorted(groups.items()):
+        def ms(values):
+            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+        test = [m["test"]["overall"] for _, m in runs]
+        dev = [m["best_dev"]["overall"]["f1"] for _, m in runs]
+        epoch_s = [s for c, _ in runs for s in c["epoch_seconds"]]
+        seeds = ",".join(str(c["seed"]) for c, _ in runs)
+        print(f"| {data} | {modalities} | {seeds} | {ms([t['precision'] for t in test])} | "
+              f"{ms([t['recall'] for t in test])} | {ms([t['f1'] for t in test])} | {ms(dev)} | "
+              f"{statistics.median(epoch_s):.0f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

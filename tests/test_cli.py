@@ -1,0 +1,41 @@
+"""The command lines users type, run as subprocesses."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import shared_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "itjner", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_train_then_evaluate_reproduces_the_card(tmp_path):
+    data = shared_data("twitter2017")
+    out = tmp_path / "ckpt"
+    proc = run("train", "--preset", "tiny", "--text-only", "--data", str(data), "--limit", "40", "--epochs", "1",
+               "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "best dev P" in proc.stdout
+    card = (out / "README.md").read_text()
+    assert "python -m itjner train --preset tiny" in card and "test (evaluated once)" in card
+    ev = run("evaluate", str(out), "--data", str(data / "test.txt"), "--split", "test", "--json", str(tmp_path / "s.json"))
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert "overall" in ev.stdout and (tmp_path / "s.json").exists()
+
+
+def test_paper_preset_offline_fails_with_a_clear_message(tmp_path):
+    proc = run("train", "--preset", "paper", "--data", str(shared_data("twitter2017")), "--limit", "4",
+               "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2
+    assert "albert-base-v2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_evaluate_rejects_a_folder_that_is_not_a_checkpoint(tmp_path):
+    proc = run("evaluate", str(tmp_path), "--data", str(tmp_path))
+    assert proc.returncode == 2 and "not an ITJNER checkpoint" in proc.stderr
