@@ -36,6 +36,10 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         "",
         "Entity-level micro scores over exact (type, start, end) chunks, conlleval chunking, first sub-token tags.",
     ]
+    if card.get("stored_dtype"):
+        lines += ["", f"Weights stored as {card['stored_dtype']}; the figures above were measured on the stored file "
+                  f"(before conversion: dev F1 {card['dev_fp32']['overall']['f1']:.2f}, "
+                  f"test F1 {card['test_fp32']['overall']['f1']:.2f})."]
     if card.get("command"):
         lines += ["", "Reproduce:", "", "```", card["command"], "```"]
     Path(folder, "README.md").write_text("\n".join(lines) + "\n")
