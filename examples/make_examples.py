@@ -30,7 +30,8 @@ def stage(w: int = 640, h: int = 400) -> Image.Image:
     d.rectangle((0, int(h * 0.72), w, int(h * 0.78)), fill=(60, 40, 30))  # stage edge
     cx, base = w // 2, int(h * 0.72)
     d.ellipse((cx - 16, base - 150, cx + 16, base - 118), fill=(8, 8, 12))  # head
-    d.polygon([(cx - 30, base - 115), (cx + 30, base - 115), (cx + 22, base - 40), (cx - 22, base - 40)], fill=(8, 8, 12))
+    body = [(cx - 30, base - 115), (cx + 30, base - 115), (cx + 22, base - 40), (cx - 22, base - 40)]
+    d.polygon(body, fill=(8, 8, 12))
     d.line([(cx - 14, base - 40), (cx - 22, base)], fill=(8, 8, 12), width=12)
     d.line([(cx + 14, base - 40), (cx + 22, base)], fill=(8, 8, 12), width=12)
     d.line([(cx + 28, base - 110), (cx + 50, base - 135)], fill=(8, 8, 12), width=8)  # arm to the mic

@@ -1,0 +1,216 @@
+"""Load test of the demo app: N concurrent gradio_client clients, each running one prediction against the real app.
+
+    python bench/load_test_app.py [--checkpoint DIR | --url http://127.0.0.1:7860/] [--clients 20]
+
+Without --url the app is started here (`python app.py` on a free 127.0.0.1 port) and stopped at the end. Every
+client sends a different tweet (so the app's prediction cache never answers) with one of the example images; each
+answer is checked against the same tweet tagged in this process with `Predictor` (same checkpoint): tokens, tags
+and entity spans must match. Prints per-request latency p50 / p95 / max and the wall time. Not a timed test.
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(REPO))
+
+SUBJECTS = ["Obama", "Taylor Swift", "Messi", "Angela Merkel", "Drake"]
+PLACES = ["Paris", "London", "New York", "Texas", "Berlin", "Tokyo"]
+ORGS = ["Apple", "NASA", "Arsenal", "Nike"]
+
+
+def tweets(n: int) -> list[str]:
+    out = []
+    for i in range(n):
+        out.append(f"{SUBJECTS[i % len(SUBJECTS)]} visits {PLACES[i % len(PLACES)]} with {ORGS[i % len(ORGS)]} "
+                   f"people , day {i + 1}")
+    return out
+
+
+def images(n: int) -> list[Path]:
+    files = sorted(EXAMPLES.glob("*.jpg"))
+    if not files:
+        raise SystemExit(f"no example images in {EXAMPLES}: run python examples/make_examples.py")
+    return [files[i % len(files)] for i in range(n)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(checkpoint: str, work: Path, device: str | None, threads: int | None = None
+              ) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+               ITJNER_CACHE=str(work / "cache"), ITJNER_DATA_DIR=str(work / "data"),
+               GRADIO_TEMP_DIR=str(work / "gradio"))
+    cmd = [sys.executable, str(REPO / "app.py"), "--checkpoint", checkpoint, "--port", str(port)]
+    if device:
+        cmd += ["--device", device]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    log = (work / "app.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"app exited ({proc.returncode}):\n{(work / 'app.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("app did not start within 300 s")
+
+
+def expected(checkpoint: str, texts: list[str], files: list[Path]) -> list[dict]:
+    """The same tweets tagged in this process: what each client must get back."""
+    from itjner.data import Tweet, tokenize
+    from itjner.predict import Predictor
+
+    with tempfile.TemporaryDirectory() as cache:
+        predictor = Predictor.from_pretrained(checkpoint, "cpu", cache_dir=cache)
+        preds = predictor.predict([Tweet("app", tokenize(t)) for t in texts],
+                                  images=[f.read_bytes() for f in files], given_captions=[None] * len(texts))
+    return [{"tokens": p.tweet.tokens, "tags": p.tags,
+             "spans": [(e.type, e.start, e.end) for e in p.entities]} for p in preds]
+
+
+def server_reference(url: str, texts: list[str], files: list[Path], caption_source: str) -> list[dict]:
+    """The tweets sent again, one at a time, to the idle app: the reference when this process cannot reproduce the
+    app's image features (a randomly initialised test backbone such as `tiny-cnn` differs in every process).
+    They name the checkpoint's caption source explicitly: the same model, backbone and cached features answer, but
+    under another cache key, so the app computes them again instead of returning the burst's answers."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    out = []
+    for text, file in zip(texts, files):
+        raw = client.predict(handle_file(str(file)), text, "", None, caption_source, api_name="/predict")[-1]
+        out.append({"tokens": raw["tokens"], "tags": raw["tags"],
+                    "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]})
+    return out
+
+
+def reproducible_here(checkpoint: str) -> bool:
+    from itjner.configuration_itjner import ITJNERConfig
+
+    return ITJNERConfig.load(checkpoint).image_backbone != "tiny-cnn"
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def run(url: str, texts: list[str], files: list[Path]) -> tuple[list[float], list, float]:
+    from gradio_client import Client, handle_file
+
+    n = len(texts)
+    clients = [Client(url, verbose=False) for _ in range(n)]  # connect first: time the predictions only
+    latencies: list[float] = [0.0] * n
+    results: list = [None] * n
+    barrier = threading.Barrier(n + 1)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        started = time.perf_counter()
+        try:
+            results[i] = clients[i].predict(handle_file(str(files[i])), texts[i], "", None, "checkpoint default",
+                                            api_name="/predict")
+        except Exception as err:  # recorded, reported as a failure
+            results[i] = err
+        latencies[i] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    wall_start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return latencies, results, time.perf_counter() - wall_start
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="model folder (default: the app's default checkpoint)")
+    p.add_argument("--url", help="test an app that is already running (its checkpoint must be --checkpoint)")
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int, help="passed to app.py --threads")
+    p.add_argument("--json", help="also write the numbers here")
+    args = p.parse_args(argv)
+    from app import default_checkpoint, missing_checkpoint_message
+
+    checkpoint = args.checkpoint or str(default_checkpoint())
+    if not Path(checkpoint, "model.safetensors").is_file():
+        raise SystemExit(missing_checkpoint_message(Path(checkpoint)))
+    texts, files = tweets(args.clients), images(args.clients)
+    local = reproducible_here(checkpoint)
+    want = expected(checkpoint, texts, files) if local else None
+    with tempfile.TemporaryDirectory() as work:
+        proc = None
+        url = args.url
+        if not url:
+            proc, url = start_app(checkpoint, Path(work), args.device, args.threads)
+        try:
+            from gradio_client import Client, handle_file
+
+            Client(url, verbose=False).predict(handle_file(str(files[0])), "warm up", "", None, "checkpoint default",
+                                               api_name="/predict")  # first call loads lazily built parts
+            latencies, results, wall = run(url, texts, files)
+            if want is None:
+                from itjner.configuration_itjner import ITJNERConfig
+
+                want = server_reference(url, texts, files, ITJNERConfig.load(checkpoint).caption_source)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+    failures = []
+    for i, (res, exp) in enumerate(zip(results, want)):
+        if isinstance(res, Exception):
+            failures.append(f"client {i}: {res.__class__.__name__}: {res}")
+            continue
+        raw = res[-1]
+        got = {"tokens": raw["tokens"], "tags": raw["tags"],
+               "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]}
+        if got != exp:
+            failures.append(f"client {i}: got {got}, expected {exp}")
+        elif not Path(res[6]).is_file():
+            failures.append(f"client {i}: no heatmap file")
+    stats = {"clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),
+             "p95_s": percentile(latencies, 0.95), "max_s": max(latencies), "mean_s": statistics.mean(latencies),
+             "wall_s": wall, "checkpoint": checkpoint, "threads": args.threads,
+             "reference": "in-process Predictor" if local else "the same tweets sent one at a time afterwards"}
+    print(f"reference: {stats['reference']}")
+    print(f"{stats['ok']}/{args.clients} predictions correct; latency p50 {stats['p50_s']:.2f} s, "
+          f"p95 {stats['p95_s']:.2f} s, max {stats['max_s']:.2f} s; all {args.clients} done in {wall:.2f} s "
+          f"({args.clients / wall:.1f} req/s)")
+    for line in failures:
+        print("FAIL", line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(stats, indent=2) + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
