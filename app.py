@@ -81,7 +81,14 @@ def raw_image(**kwargs):
     return component
 
 
-def build_demo(service, checkpoints: list[str] | None = None, examples: list[list[str]] | None = None):
+PATHS_OFF = ("This app listens on a non-local interface, so the tabs that read paths on the server are off. "
+             "Restart it with --allow-server-paths to enable them (anyone who can reach the app can then make it "
+             "read files on this machine).")
+
+
+def build_demo(service, checkpoints: list[str] | None = None, examples: list[list[str]] | None = None,
+               server_paths: bool = True):
+    """The Blocks app. `server_paths` False turns off the tabs that read server-side paths (analysis, export)."""
     import gradio as gr
 
     from itjner import app_ui as ui
@@ -90,7 +97,7 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
     checkpoints = checkpoints or [service.default_checkpoint]
     examples = load_examples() if examples is None else examples
 
-    def fail(err: Exception):
+    def fail(err: Exception | str):
         raise gr.Error(str(err), print_exception=False)
 
     # ---------------------------------------------------------------------------------------------- predict
@@ -169,6 +176,8 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
 
     # ---------------------------------------------------------------------------------------------- analysis
     def on_analyse(split, images, checkpoint, caption_source, mode, progress=gr.Progress()):
+        if not server_paths:
+            fail(PATHS_OFF)
         try:
             run = ui.run_analysis(service, split, images, checkpoint, caption_source, mode,
                                   progress=lambda f, d: progress(f, desc=d))
@@ -209,9 +218,10 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
         picture = image.image if res.uses_image else None
         heat = (ui.to_jpeg_file(ui.render_heatmap(pred, picture, first))
                 if ui.map_sources(pred) and picture is not None else None)
+        why = ui.md_escape(image.problem or "image not used")
         note = (f"Tweet #{row['index']} (image {ui.md_code(tweet.image_id)}): "
                 + ("; ".join(f"{e['kind']}" for e in row["errors"]) or "no errors")
-                + ("" if picture is not None else f" · no heatmap ({ui.md_escape(image.problem or 'image not used')})"))
+                + ("" if picture is not None else f" · no heatmap ({why})"))
         state = {"pred": pred, "image": picture}
         predicted = gr.HighlightedText(value=predicted, color_map=ui.colour_map(
             [ui.Entity(c["start"], c["end"], c["type"], c.get("score")) for c in row["pred"]]))
@@ -235,6 +245,8 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
             fail(err)
 
     def on_export(data, images, checkpoint, caption_source, order, progress=gr.Progress(track_tqdm=True)):
+        if not server_paths:
+            fail(PATHS_OFF)
         try:
             path, n = ui.run_export(service, data, images, checkpoint, caption_source, order)
         except ui.UserError as err:
@@ -288,7 +300,7 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
                     map_note = gr.Markdown(visible=False)
                     gate_plot = gr.BarPlot(x="word", y="gate", color="type", color_map=ui.GATE_COLOURS,
                                            y_lim=[0, 1], sort=None, x_label_angle=-60, x_title=" ",
-                                           y_title="gate g", color_title="predicted", height=260,
+                                           y_title="gate g", color_title=" ", height=260,
                                            label="Visual gate per word: how much of the image each word lets "
                                                  "through (mean of g over dimensions)", elem_id="gate-plot")
                     gallery = gr.Gallery(label="Captioner's attention per caption word", columns=6, height=200,
@@ -319,8 +331,9 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
             demo.load(on_load, None, ls_status, api_name=False)
 
         with gr.Tab("Error analysis"):
+            paths_note = "" if server_paths else f"\n\n⚠️ {PATHS_OFF}"
             gr.Markdown("Tag a labelled split (Twitter CoNLL: `IMGID:` lines, `token<TAB>tag`) and look at the errors."
-                        " Paths are on the machine running the app.")
+                        " Paths are on the machine running the app." + paths_note)
             with gr.Row():
                 split = gr.Textbox(label="CoNLL split file", placeholder="../shared/data/twitter2017/test.txt",
                                    scale=3)
@@ -360,7 +373,7 @@ def build_demo(service, checkpoints: list[str] | None = None, examples: list[lis
 
         with gr.Tab("Pre-annotation export"):
             gr.Markdown("Tag a file of tweets and write a Label Studio `tasks.json` with the predictions as "
-                        "pre-annotations (no server needed).")
+                        "pre-annotations (no server needed)." + paths_note)
             with gr.Row():
                 ex_data = gr.Textbox(label="Tweets (CoNLL, JSONL or CSV)", scale=3)
                 ex_images = gr.Textbox(label="Images folder (optional)", scale=3)
@@ -391,6 +404,8 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--caption-source", help="tags | given | lstm:<dir> | hf:<model> (default: the checkpoint's)")
     p.add_argument("--cache-dir", help="image feature cache (default $ITJNER_CACHE or ~/.cache/itjner)")
+    p.add_argument("--allow-server-paths", action="store_true",
+                   help="keep the error-analysis and export tabs (they read server paths) on a non-local --host")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is much faster on a "
                                                "machine whose cores are busy with other work)")
     return p.parse_args(argv)
@@ -426,7 +441,8 @@ def main(argv=None) -> int:
     roots = [REPO / "assets", REPO / "runs", folder.parent]
     checkpoints = [service.default_checkpoint] + [c for c in ui.find_checkpoints(roots)
                                                   if Path(c).resolve() != Path(service.default_checkpoint).resolve()]
-    demo = build_demo(service, checkpoints)
+    local = args.host in ("127.0.0.1", "localhost", "::1") or args.host.startswith("127.")
+    demo = build_demo(service, checkpoints, server_paths=local or args.allow_server_paths)
     demo.queue(default_concurrency_limit=4)
     print(f"ITJNER app: model {folder} ({service.predictor().config.modalities()}, warm-up {warm:.1f} s) on "
           f"http://{args.host}:{args.port}", flush=True)

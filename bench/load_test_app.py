@@ -195,8 +195,10 @@ def main(argv=None) -> int:
                "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]}
         if got != exp:
             failures.append(f"client {i}: got {got}, expected {exp}")
-        elif not Path(res[6]).is_file():
+        elif "image" in raw["modalities"] and not (res[6] and Path(res[6]).is_file()):
             failures.append(f"client {i}: no heatmap file")
+        elif "image" not in raw["modalities"] and "does not influence" not in res[0]:
+            failures.append(f"client {i}: a text-only checkpoint must say the image does not influence it")
     stats = {"clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),
              "p95_s": percentile(latencies, 0.95), "max_s": max(latencies), "mean_s": statistics.mean(latencies),
              "wall_s": wall, "checkpoint": checkpoint, "threads": args.threads,

@@ -89,7 +89,7 @@ def read_image_file(path: str | os.PathLike | None, max_mb: float = MAX_UPLOAD_M
         image = decode_image(data)
     except ImageError as err:
         return ImageInput(data=data, problem=str(err))
-    return ImageInput(data=data, image=fit(image, DISPLAY_SIDE))
+    return ImageInput(data=data, image=fit(image, DISPLAY_SIDE, min_side=DISPLAY_SIDE))
 
 
 def is_checkpoint(folder: str | os.PathLike) -> bool:

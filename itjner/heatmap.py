@@ -84,12 +84,15 @@ def upsample(grid: np.ndarray, size: tuple[int, int], smooth: bool = True) -> np
     return np.asarray(img.resize((w, h), Image.BILINEAR if smooth else Image.NEAREST), dtype=np.float32)
 
 
-def fit(image: Image.Image, max_side: int) -> Image.Image:
-    """The image scaled down (aspect ratio kept) so its longest side is at most max_side."""
+def fit(image: Image.Image, max_side: int, min_side: int = 0) -> Image.Image:
+    """The image scaled (aspect ratio kept) so its longest side is at most max_side and, for small images, at
+    least min_side (at most 4x up), so a heatmap over a thumbnail stays readable."""
     image = image.convert("RGB")
     w, h = image.size
     scale = max_side / max(w, h)
-    if scale < 1:
+    if scale >= 1:
+        scale = min(4.0, max(1.0, min_side / max(w, h)))
+    if scale != 1:
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
     return image
 

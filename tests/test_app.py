@@ -158,6 +158,9 @@ def test_image_checks(tmp_path):
     ok.write_bytes(png_bytes((1200, 300)))
     res = read_image_file(ok)
     assert res.problem is None and res.image.size == (512, 128) and res.data == ok.read_bytes()
+    small = tmp_path / "small.png"
+    small.write_bytes(png_bytes((224, 112)))
+    assert read_image_file(small).image.size == (512, 256)  # thumbnails are shown larger
 
 
 def test_checkpoint_folder_checks(service, tmp_path):
@@ -385,6 +388,36 @@ def test_gradio_api_predict(live_app):
     assert "not an ITJNER checkpoint" in out[-1]["error"]
     out = client.predict(None, "a " * 1200, "", None, "checkpoint default", api_name="/predict")
     assert "at most 2000" in out[-1]["error"]
+
+
+def test_gradio_api_analyse_and_export(live_app, tmp_path):
+    from gradio_client import Client
+
+    from itjner.data import write_conll
+
+    split = tmp_path / "test.txt"
+    write_conll(synthetic_tweets(5, 3), split)
+    client = Client(live_app, verbose=False)
+    summary, scores, confusion, table, jsonl = client.predict(str(split), str(EXAMPLES), None, "checkpoint default",
+                                                              "overlap", api_name="/analyse")
+    assert "5 tweets" in summary and scores["headers"][:4] == ["type", "P", "R", "F1"]
+    assert len(Path(jsonl).read_text().splitlines()) == 5
+    tweets = tmp_path / "tweets.csv"
+    tweets.write_text("id,text\nmap,Flooding in London tonight\nstage,Drake live tonight\n")
+    path, message = client.predict(str(tweets), "", None, "checkpoint default", "uncertainty", api_name="/export")
+    assert len(json.loads(Path(path).read_text())) == 2 and "2 task(s)" in message
+
+
+def test_path_tabs_off_on_public_interface(service):
+    import gradio as gr
+
+    sys.path.insert(0, str(REPO))
+    import app as app_module
+
+    demo = app_module.build_demo(service, server_paths=False)
+    fn = next(d.fn for d in demo.fns.values() if d.api_name == "analyse")
+    with pytest.raises(gr.Error, match="allow-server-paths"):
+        fn("/etc/passwd", "", None, None, "exact")
 
 
 def test_cli_refuses_missing_checkpoint(tmp_path, capsys):

@@ -57,7 +57,8 @@ def app_url(tmp_path_factory):
     env.pop("LABEL_STUDIO_API_KEY", None)
     log = (work / "app.log").open("w")
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", str(ckpt), "--port", str(port),
-                             "--device", "cpu", "--threads", "1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                             "--device", "cpu", "--threads", "1"],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 150
     while True:
