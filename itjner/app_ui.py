@@ -174,8 +174,7 @@ class PredictService:
                 if base is None:
                     pred = Predictor.from_pretrained(folder, self.device, spec, self.cache_dir)
                 else:  # same weights, another caption source: share the model, the CNN and its feature cache
-                    pred = Predictor(base.model, base.tokenizer, base.name, base.card, spec, self.cache_dir)
-                    _share_image_pipeline(base, pred)
+                    pred = base.with_caption_source(spec)
             except UserError:
                 raise
             except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:
@@ -264,15 +263,6 @@ def override_notes(config, spec: str | None, override: str | None) -> list[str]:
         return [f"ℹ️ The caption override is used only by the `given` caption source; this run captions with "
                 f"{md_code(effective)}."]
     return []
-
-
-def _share_image_pipeline(base, new) -> None:
-    """Let `new` reuse `base`'s loaded image backbone and feature store (the same frozen CNN either way)."""
-    try:
-        new.inputs._image_backbone = base.inputs.image_backbone
-        new.inputs._store = base.inputs.feature_store
-    except AttributeError:  # pragma: no cover - predict.py changed its internals; the new pipeline loads its own
-        pass
 
 
 # --------------------------------------------------------------------------------------------------- outputs

@@ -157,8 +157,10 @@ def load_image_backbone(name: str, random_init: bool = False) -> ImageGridEncode
         return _efficientnet_lite0(random_init)
     import timm
 
-    if name == "tiny-cnn":
-        net = timm.create_model("resnet10t", pretrained=False)
+    if name == "tiny-cnn":  # random but seeded: the same "backbone" in every process, for tests
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = timm.create_model("resnet10t", pretrained=False)
         return ImageGridEncoder(name, net, net.num_features, ImageSpec(), "timm")
     try:
         net = timm.create_model(name, pretrained=not random_init)

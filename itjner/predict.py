@@ -113,9 +113,14 @@ class InputPipeline:
         given = given or [None] * len(tweets)
         need = [i for i, (f, g) in enumerate(zip(feats, given)) if f is not None or g]
         if need:
-            images = [decode_image(blobs[i]) if feats[i] is not None else None for i in need]
-            results = self.captioner.caption(images, [tweets[i].image_id for i in need],
-                                             [feats[i] for i in need], [given[i] for i in need])
+            source = self.captioner
+            # the source takes our cached region features only when they come from the backbone it reads;
+            # otherwise it gets the decoded image (and decoding is skipped when features do)
+            shares = source.feature_backbone == self.config.image_backbone
+            pixels = source.reads_images and not shares
+            images = [decode_image(blobs[i]) if pixels and feats[i] is not None else None for i in need]
+            features = [feats[i] for i in need] if shares else None
+            results = source.caption(images, [tweets[i].image_id for i in need], features, [given[i] for i in need])
             for i, res in zip(need, results):
                 texts[i], attn[i] = res.text, res.attention
         return texts, attn
@@ -153,6 +158,12 @@ class Predictor:
     @property
     def model_version(self) -> str:
         return self.name
+
+    def with_caption_source(self, spec: str | None) -> "Predictor":
+        """The same model, backbone and feature cache, with captions from another source."""
+        other = Predictor(self.model, self.tokenizer, self.name, self.card, spec, self.inputs.cache_dir)
+        other.inputs._image_backbone, other.inputs._store = self.inputs._image_backbone, self.inputs._store
+        return other
 
     @property
     def uses_image(self) -> bool:
