@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The toy-world checkpoint the app offers (assets/itjner-lite-toyworld): generate, train (lite, frozen text encoder,
+# no captions), store fp16. Reproduces the committed one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/python -m itjner.synthetic generate --out runs/toyworld-data --sizes 900,150,200 --seed 0
+.venv/bin/python -m itjner.synthetic experiment --data runs/toyworld-data --out runs/toyworld --variants full --epochs 6
+.venv/bin/python - <<'PY'
+import torch
+from itjner.modeling_itjner import ITJNERModel, load_card
+card = load_card("runs/toyworld/full")
+card["data"] = "toy world: python -m itjner.synthetic generate --sizes 900,150,200 --seed 0"
+ITJNERModel.from_pretrained("runs/toyworld/full").save_pretrained("assets/itjner-lite-toyworld", card=card, dtype=torch.float16)
+PY
