@@ -19,7 +19,8 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         "",
         "Image-text joint NER (Zhong et al., 2022), implemented by the ITJNER project.",
         "",
-        f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` (fine-tuned, stored here); image backbone "
+        f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` "
+        f"({'frozen, loaded by name, not stored' if config.freeze_text_encoder else 'fine-tuned, stored here'}); image backbone "
         f"`{config.image_backbone}` (frozen, loaded by name, not stored)",
         f"- modalities trained with: **{config.modalities()}**. {image_note}",
         f"- switches: caption={config.use_caption}, gate={config.use_gate}, "
