@@ -43,3 +43,27 @@ def test_evaluating_the_stored_file_reproduces_the_card(predictor):
     scores = evaluate_tweets(predictor, tweets, progress=False)
     for key in ("precision", "recall", "f1"):
         assert scores["overall"][key] == pytest.approx(card["test"]["overall"][key], abs=1e-9)
+
+
+def test_toy_world_checkpoint_reads_the_image():
+    """The shipped toy-world model types an ambiguous name from the image alone."""
+    import io
+    import random
+
+    from itjner.synthetic import make_pair
+
+    toy = DEFAULT_CHECKPOINT.parent / "itjner-lite-toyworld"
+    predictor = Predictor.from_pretrained(toy)
+    assert predictor.config.use_image and predictor.config.freeze_text_encoder
+    rng = random.Random(123)
+    pairs = [make_pair(rng, f"t{i}", related=True) for i in range(12)]
+    blobs = []
+    for p in pairs:
+        buf = io.BytesIO()
+        p.image.save(buf, format="JPEG", quality=95)
+        blobs.append(buf.getvalue())
+    preds = predictor.predict([p.tweet for p in pairs], images=blobs)
+    correct = sum(pr.tags[p.name_index] == p.tweet.tags[p.name_index] for p, pr in zip(pairs, preds))
+    assert correct >= 11
+    blind = predictor.predict([p.tweet for p in pairs], images=[None] * len(pairs))
+    assert sum(pr.tags[p.name_index] == p.tweet.tags[p.name_index] for p, pr in zip(pairs, blind)) <= 8
