@@ -162,3 +162,44 @@ def test_short_training_on_twitter2017_lowers_the_loss(tmp_path):
     card = json.loads((tmp_path / "run" / "card.json").read_text())
     assert card["modalities"] == "text" and card["seed"] == train_cfg.seed
     assert "Trained without images" in (tmp_path / "run" / "README.md").read_text()
+
+
+@pytest.mark.parametrize("source", ["tags", "given", "lstm"])
+def test_the_ner_model_reads_captions_from_every_source(tmp_path, tiny_config, tiny_tokenizer, source):
+    from itjner.modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary
+
+    spec = "tags:0.01" if source == "tags" else source
+    if source == "lstm":  # a captioner on the tiny backbone that has learnt one caption: enough to prove the wiring
+        from itjner.modeling_captioner import pad_captions
+
+        vocab = Vocabulary.build(["a red circle"])
+        torch.manual_seed(0)
+        cap = CaptionModel(CaptionerConfig(feature_dim=512, vocab_size=len(vocab), backbone="tiny-cnn", max_len=5,
+                                           dropout=0.0), vocab)
+        backbone = load_image_backbone("tiny-cnn")
+        feats = backbone.features(backbone.preprocess(decode_image(png_bytes(size=(120, 90))))[None])
+        opt = torch.optim.Adam(cap.parameters(), lr=1e-2)
+        for _ in range(40):
+            loss, _ = cap.loss(feats, pad_captions([vocab.encode("a red circle")]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        cap.eval().save_pretrained(tmp_path / "cap")
+        spec = f"lstm:{tmp_path / 'cap'}"
+    model = ITJNERModel.from_config(tiny_config).eval()
+    predictor = Predictor(model, tiny_tokenizer, caption_source=spec)
+    tweets = [Tweet("a", ["Zorvan", "on", "stage"]), Tweet("b", ["no", "image", "here"])]
+    preds = predictor.predict(tweets, images=[png_bytes(size=(120, 90)), None],
+                              given_captions=["a singer on a stage", None], details=True)
+    assert preds[0].caption.strip(), f"{source} gave no caption"
+    assert preds[1].caption == ""  # no image, no alt text: the caption path is masked
+    if source == "lstm":
+        attn = preds[0].details["caption_attention"]
+        assert attn and all(len(a) == 49 for a in attn)
+    if source == "tags":
+        assert preds[0].caption.startswith("a photo of")
+    # the caption really reaches the model: another caption changes the emissions of the captioned tweet
+    if source == "given":
+        other = predictor.predict(tweets[:1], images=[png_bytes(size=(120, 90))], given_captions=["a map of Paris"])
+        first = predictor.predict(tweets[:1], images=[png_bytes(size=(120, 90))], given_captions=["a singer"])
+        assert other[0].score != first[0].score
