@@ -26,13 +26,14 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from itjner.backbones import load_image_backbone, load_text_encoder, load_tokenizer  # noqa: E402
+from itjner.backbones import load_benchmark_tokenizer, load_image_backbone, load_text_encoder, load_tokenizer  # noqa: E402
 from itjner.configuration_itjner import preset  # noqa: E402
 from itjner.data import Tweet, read_conll, tokenize  # noqa: E402
 from itjner.dataset import collate  # noqa: E402
 from itjner.modeling_itjner import ITJNERModel  # noqa: E402
 from itjner.predict import Predictor  # noqa: E402
 
+CAPTION = "a basketball player on a court"
 TWEET = "RT @nba : Kevin Durant joins the Golden State Warriors in Oakland after nine seasons with the Thunder"
 
 
@@ -70,24 +71,27 @@ def main() -> None:
 
     cfg, train_cfg = preset(args.preset)
     cfg.caption_source = "given"  # captions are benchmarked in caption_sources; keep the NER path measurable
-    tokenizer = load_tokenizer(cfg.text_encoder)
+    tokenizer = load_benchmark_tokenizer(cfg.text_encoder) if args.random_init else load_tokenizer(cfg.text_encoder)
     model = ITJNERModel(cfg, load_text_encoder(cfg.text_encoder, random_init=args.random_init)).eval()
     predictor = Predictor(model, tokenizer, f"bench-{args.preset}")
     predictor.inputs._image_backbone = load_image_backbone(cfg.image_backbone, random_init=args.random_init)
     backbone = predictor.inputs.image_backbone
     tokens = tokenize(TWEET)
     enc = tokenizer(" ".join(tokens), return_tensors="pt")
+    cap = tokenizer(CAPTION, return_tensors="pt")
 
     res = {"preset": args.preset, "random_init": args.random_init, "machine": machine()}
     with torch.inference_mode():
-        text_t = timed(lambda: model.text.encoder(**enc), args.repeats)
+        # the text encoder part: tweet and caption, in the one batched call the model makes
+        text_t = timed(lambda: model.text.encode((enc["input_ids"], enc["attention_mask"]),
+                                                 (cap["input_ids"], cap["attention_mask"])), args.repeats)
         pix = backbone.preprocess(Image.open(io.BytesIO(image_bytes(0))).convert("RGB"))[None]
         image_t = timed(lambda: backbone.features(pix), args.repeats)
     counter = iter(range(10 ** 6))
     full_t = timed(lambda: predictor.predict([Tweet("x", tokens)], images=[image_bytes(next(counter) + 1)],
-                                             given_captions=["a basketball player on a court"]), args.repeats)
+                                             given_captions=[CAPTION]), args.repeats)
     res["one_tweet_image_ms"] = {"p50": pct(full_t, .5), "p95": pct(full_t, .95)}
-    res["text_encoder_ms_p50"] = pct(text_t, .5)
+    res["text_encoder_tweet_and_caption_ms_p50"] = pct(text_t, .5)
     res["image_backbone_ms_p50"] = pct(image_t, .5)
     res["overhead_ratio_p50"] = pct(full_t, .5) / (pct(text_t, .5) + pct(image_t, .5))
 

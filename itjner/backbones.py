@@ -85,10 +85,16 @@ def _build_text_encoder(name: str, random_init: bool, config_dict: dict | None) 
 
 
 def load_tokenizer_vocab_size(name: str) -> int:
+    return load_benchmark_tokenizer(name).vocab_size
+
+
+def load_benchmark_tokenizer(name: str):
+    """The encoder's tokenizer, or (for --random-init benchmarks where the hub is unreachable) the offline MiniLM
+    WordPiece tokenizer as a stand-in with a similar vocabulary size."""
     try:
-        return load_tokenizer(name).vocab_size
+        return load_tokenizer(name)
     except BackboneUnavailable:
-        return 30000  # albert-base-v2's SentencePiece vocabulary, for random-init benchmarks without the hub
+        return load_tokenizer("minilm-l6")
 
 
 # ----------------------------------------------------------------------------------------------------- images

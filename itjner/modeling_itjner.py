@@ -46,11 +46,21 @@ class TextFeatures(nn.Module):
         self.shape_embedding = nn.Embedding(NUM_SHAPES, d) if config.word_shape else None
         self.text_self_attention = SelfAttentionLayer(d, config.num_heads, config.dropout)
 
-    def encode(self, input_ids, attention_mask):
-        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def encode(self, *sequences):
+        """(ids, mask) pairs -> their hidden states, in ONE encoder call (tweet and caption batched together;
+        right padding with masked keys leaves each sequence's states unchanged)."""
+        if len(sequences) == 1:
+            ids, mask = sequences[0]
+            return [self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state]
+        width = max(ids.shape[1] for ids, _ in sequences)
+        ids = torch.cat([nn.functional.pad(i, (0, width - i.shape[1])) for i, _ in sequences])
+        mask = torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for _, m in sequences])
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        parts = hidden.split([i.shape[0] for i, _ in sequences])
+        return [h[:, :i.shape[1]] for h, (i, _) in zip(parts, sequences)]
 
-    def forward(self, input_ids, attention_mask, shape_ids=None):
-        t = self.encode(input_ids, attention_mask)
+    def forward(self, t, attention_mask, shape_ids=None):
+        """T (encoder states of the tweet) -> R."""
         if self.shape_embedding is not None and shape_ids is not None:
             t = t + self.shape_embedding(shape_ids)
         return self.text_self_attention(t, attention_mask.bool())
@@ -71,14 +81,13 @@ class ImageFeatures(nn.Module):
 
 
 class CaptionFeatures(nn.Module):
-    """C = text encoder(caption); self-attention -> O (eq. 6). Shares the encoder with TextFeatures."""
+    """C = text encoder(caption) (TextFeatures.encode: the same encoder); self-attention -> O (eq. 6)."""
 
     def __init__(self, config: ITJNERConfig):
         super().__init__()
         self.caption_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
 
-    def forward(self, text: TextFeatures, caption_ids, caption_mask):
-        c = text.encode(caption_ids, caption_mask)
+    def forward(self, c, caption_mask):
         return self.caption_self_attention(c, caption_mask.bool())
 
 
@@ -110,12 +119,17 @@ class ITJNERModel(nn.Module):
     # ------------------------------------------------------------------------------------------------- forward
     def forward(self, batch: dict, labels: torch.Tensor | None = None, output_attentions: bool = False):
         text_mask = batch["attention_mask"].bool()
-        r, r_attn = self.text(batch["input_ids"], batch["attention_mask"], batch.get("shape_ids"))
+        with_caption = self.caption is not None and "caption_ids" in batch
+        sequences = [(batch["input_ids"], batch["attention_mask"])]
+        if with_caption:
+            sequences.append((batch["caption_ids"], batch["caption_mask"]))
+        hidden = self.text.encode(*sequences)
+        r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"))
         attn = {"R": r_attn}
         o = o_mask = has_caption = None
-        if self.caption is not None and "caption_ids" in batch:
+        if with_caption:
             o_mask = batch["caption_mask"].bool()
-            o, attn["O"] = self.caption(self.text, batch["caption_ids"], batch["caption_mask"])
+            o, attn["O"] = self.caption(hidden[1], batch["caption_mask"])
             has_caption = batch["has_caption"].bool()
         w = has_image = None
         if self.image is not None and "image_feats" in batch:

@@ -35,7 +35,8 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
     """Examples -> per example (label ids, per-word marginals (words, labels), details or None), in input order."""
     device = next(model.parameters()).device
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     results = [None] * len(examples)
     batches = length_batches(examples, batch_size)
     for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
@@ -48,7 +49,8 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
             n = len(ex.word_index)
             extra = _details(out, j, ex, n) if details else None
             results[ex.index] = (paths[j][:n], marg[j, :n], extra)
-    model.train(was_training)
+    if was_training:
+        model.train()
     return results
 
 
