@@ -49,7 +49,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     _need_browser()
-    ckpt = tiny_checkpoint_dir(tmp_path_factory)
+    # ITJNER_BROWSER_CHECKPOINT measures another model (e.g. assets/itjner-lite-toyworld) through the same test
+    ckpt = os.environ.get("ITJNER_BROWSER_CHECKPOINT") or tiny_checkpoint_dir(tmp_path_factory)
     port = _free_port()
     work = tmp_path_factory.mktemp("app-run")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", ITJNER_CACHE=str(work / "cache"),
