@@ -348,15 +348,12 @@ def cache_captions(source: CaptionSource, tweets, images_dir, path: str | Path, 
     and are not cached."""
     from tqdm.auto import tqdm
 
-    from .images import image_path, sha256
+    from .images import read_image_bytes, sha256
 
     image_ids = [str(t.image_id) for t in tweets]
     if not source.reads_images:
         return source.caption(image_ids=image_ids)
-    blobs = []
-    for image_id in image_ids:
-        file = image_path(images_dir, image_id)
-        blobs.append(file.read_bytes() if file is not None and file.is_file() else None)
+    blobs = [read_image_bytes(images_dir, image_id) for image_id in image_ids]
     keys = [sha256(b) if b is not None else None for b in blobs]
     path = Path(path)
     cached = _read_cache(path, source.cache_id)

@@ -57,6 +57,12 @@ def image_path(images_dir: str | Path | None, image_id: str) -> Path | None:
     return Path(images_dir) / name
 
 
+def read_image_bytes(images_dir, image_id: str) -> bytes | None:
+    """The bytes of `<images_dir>/<image_id>.jpg`, or None when there is no such file."""
+    path = image_path(images_dir, image_id)
+    return path.read_bytes() if path is not None and path.is_file() else None
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -146,10 +152,7 @@ class FeatureStore:
         return feats, problems
 
     def features_for_ids(self, images_dir, image_ids: list[str], report: ImageReport | None = None):
-        blobs = []
-        for image_id in image_ids:
-            path = image_path(images_dir, image_id)
-            blobs.append(path.read_bytes() if path is not None and path.is_file() else None)
+        blobs = [read_image_bytes(images_dir, image_id) for image_id in image_ids]
         feats, problems = self.features_for_bytes(blobs)
         if report is not None:
             for image_id, problem in zip(image_ids, problems):

@@ -199,14 +199,13 @@ def order_predictions(predictions: Sequence[Prediction], order: str | None = Non
 def build_tasks(predictions: Sequence[Prediction], images_dir, model_version: str, order: str | None = None,
                 corrections: dict[int, list[Entity]] | None = None) -> list[dict]:
     """Tasks for many predictions, images read from `images_dir/<image_id>.jpg` (missing ones give "")."""
-    from .images import image_path
+    from .images import read_image_bytes
 
     tasks = []
     corrections = corrections or {}
     index = {id(p): i for i, p in enumerate(predictions)}
     for pred in order_predictions(predictions, order):
-        path = image_path(images_dir, pred.tweet.image_id)
-        blob = path.read_bytes() if path is not None and path.is_file() else None
+        blob = read_image_bytes(images_dir, pred.tweet.image_id)
         tasks.append(task_from_prediction(pred, blob, model_version, corrections.get(index[id(pred)])))
     return tasks
 

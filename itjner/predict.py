@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from .data import Prediction, Tweet, bio_to_entities
 from .dataset import build_examples, collate, length_batches, to_device
-from .images import FeatureStore, ImageReport, decode_image, image_path
+from .images import FeatureStore, ImageReport, decode_image, read_image_bytes
 from .modeling_itjner import ITJNERModel, load_card
 
 
@@ -190,7 +190,3 @@ class Predictor:
         return Prediction(tweet=tweet, tags=tags, entities=bio_to_entities(tags, conf), score=min(conf),
                           caption=caption, image_problem=problem if self.config.use_image else None, details=extra)
 
-
-def read_image_bytes(images_dir, image_id: str) -> bytes | None:
-    path = image_path(images_dir, image_id)
-    return path.read_bytes() if path is not None and path.is_file() else None

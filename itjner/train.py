@@ -18,10 +18,10 @@ from .configuration_itjner import ITJNERConfig, TrainConfig
 from .data import Tweet, read_conll
 from .dataset import collate, to_device
 from .distributed import barrier, mean_across, world
-from .images import ImageReport
+from .images import ImageReport, read_image_bytes
 from .metrics import entity_scores, format_scores
 from .modeling_itjner import ITJNERModel
-from .predict import InputPipeline, Predictor, default_device, read_image_bytes, tag_examples
+from .predict import InputPipeline, Predictor, default_device
 
 SPLITS = {"train": "train.txt", "dev": "valid.txt", "valid": "valid.txt", "test": "test.txt"}
 

@@ -17,7 +17,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest_ls import ls_client, ls_project, ls_server, ls_server_factory  # noqa: F401  (fixtures)
 from itjner import labelstudio as L
 from itjner.data import (Entity, Prediction, Tweet, bio_to_entities, char_offsets, entities_to_bio, format_conll,
                          parse_conll)

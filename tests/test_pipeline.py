@@ -10,7 +10,7 @@ from PIL import Image
 from conftest import shared_data
 from itjner.backbones import BackboneUnavailable, load_image_backbone, load_text_encoder
 from itjner.configuration_itjner import preset
-from itjner.data import Tweet, read_conll
+from itjner.data import Tweet
 from itjner.images import FeatureStore, ImageError, decode_image
 from itjner.modeling_itjner import ITJNERModel
 from itjner.predict import Predictor
