@@ -35,12 +35,12 @@ class CaptionGuidedText(nn.Module):
         self.mode = mode
         self.block = CrossModalBlock(hidden, heads, dropout)
 
-    def forward(self, r, r_mask, o, o_mask):
+    def forward(self, r, r_mask, o, o_mask, need_weights=True):
         if self.mode == "text":
-            return self.block(r, o, o_mask)
+            return self.block(r, o, o_mask, need_weights)
         n = r.shape[1]
         o = o[:, :n] if o.shape[1] >= n else nn.functional.pad(o, (0, 0, 0, n - o.shape[1]))
-        return self.block(o, r, r_mask)
+        return self.block(o, r, r_mask, need_weights)
 
 
 class ImageGuidedTextFusion(nn.Module):
@@ -51,9 +51,9 @@ class ImageGuidedTextFusion(nn.Module):
         self.region_block = CrossModalBlock(hidden, heads, dropout)  # Z: query W, key/value P
         self.text_block = CrossModalBlock(hidden, heads, dropout)    # H: query R, key/value Z
 
-    def forward(self, r, p, text_mask, w, region_mask):
-        z, z_attn = self.region_block(w, p, text_mask)
-        h, h_attn = self.text_block(r, z, region_mask)
+    def forward(self, r, p, text_mask, w, region_mask, need_weights=True):
+        z, z_attn = self.region_block(w, p, text_mask, need_weights)
+        h, h_attn = self.text_block(r, z, region_mask, need_weights)
         return h, {"Z": z_attn, "H": h_attn}
 
 
@@ -78,8 +78,8 @@ class TextGuidedImageFusion(nn.Module):
         self.word_block = CrossModalBlock(hidden, heads, dropout)  # Q: query P, key/value W
         self.gate = VisualGate(hidden) if use_gate else None
 
-    def forward(self, p, w, region_mask, h):
-        q, q_attn = self.word_block(p, w, region_mask)
+    def forward(self, p, w, region_mask, h, need_weights=True):
+        q, q_attn = self.word_block(p, w, region_mask, need_weights)
         if self.gate is None:
             return q, None, q, q_attn
         g_out, g = self.gate(h, q)
@@ -88,7 +88,8 @@ class TextGuidedImageFusion(nn.Module):
 
 class CollaborativeInteraction(nn.Module):
     """The whole of Fig. 4: (R, O, W) -> A = [H ; G], with the ablation switches of Table 3.
-    Returns A, the attention maps, the gate g and Q (the word-aware visual features before gating)."""
+    Returns A, the attention maps (None unless `need_weights`), the gate g and Q (the word-aware visual features
+    before gating)."""
 
     def __init__(self, config):
         super().__init__()
@@ -99,19 +100,19 @@ class CollaborativeInteraction(nn.Module):
                              if config.use_image and config.use_image_text_fusion else None)
         self.text_guided = TextGuidedImageFusion(d, m, p, config.use_gate) if config.use_image else None
 
-    def forward(self, r, text_mask, o=None, o_mask=None, has_caption=None, w=None, has_image=None):
+    def forward(self, r, text_mask, o=None, o_mask=None, has_caption=None, w=None, has_image=None, need_weights=True):
         attn: dict[str, torch.Tensor] = {}
         p = r
         if self.caption_guided is not None and o is not None:
-            p_new, attn["P"] = self.caption_guided(r, text_mask, o, o_mask)
+            p_new, attn["P"] = self.caption_guided(r, text_mask, o, o_mask, need_weights)
             p = _keep(has_caption, p_new, r)
         h, g_out, gate, q = r, torch.zeros_like(r), None, None
         if w is not None and self.text_guided is not None:
             region_mask = has_image[:, None].expand(-1, w.shape[1])
             if self.image_guided is not None:
-                h_new, left = self.image_guided(r, p, text_mask, w, region_mask)
+                h_new, left = self.image_guided(r, p, text_mask, w, region_mask, need_weights)
                 h = _keep(has_image, h_new, r)
                 attn.update(left)
-            g_new, gate, q, attn["Q"] = self.text_guided(p, w, region_mask, h)
+            g_new, gate, q, attn["Q"] = self.text_guided(p, w, region_mask, h, need_weights)
             g_out = _keep(has_image, g_new, torch.zeros_like(g_new))
         return torch.cat([h, g_out], dim=-1), attn, gate, q

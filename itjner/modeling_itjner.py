@@ -59,11 +59,11 @@ class TextFeatures(nn.Module):
         parts = hidden.split([i.shape[0] for i, _ in sequences])
         return [h[:, :i.shape[1]] for h, (i, _) in zip(parts, sequences)]
 
-    def forward(self, t, attention_mask, shape_ids=None):
+    def forward(self, t, attention_mask, shape_ids=None, need_weights=True):
         """T (encoder states of the tweet) -> R."""
         if self.shape_embedding is not None and shape_ids is not None:
             t = t + self.shape_embedding(shape_ids)
-        return self.text_self_attention(t, attention_mask.bool())
+        return self.text_self_attention(t, attention_mask.bool(), need_weights)
 
 
 class ImageFeatures(nn.Module):
@@ -74,10 +74,10 @@ class ImageFeatures(nn.Module):
         self.w_u = nn.Linear(config.image_dim, config.hidden_size)
         self.region_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
 
-    def forward(self, u, has_image):
+    def forward(self, u, has_image, need_weights=True):
         v = self.w_u(u)
         region_mask = has_image[:, None].expand(-1, v.shape[1])
-        return self.region_self_attention(v, region_mask)
+        return self.region_self_attention(v, region_mask, need_weights)
 
 
 class CaptionFeatures(nn.Module):
@@ -87,8 +87,8 @@ class CaptionFeatures(nn.Module):
         super().__init__()
         self.caption_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
 
-    def forward(self, c, caption_mask):
-        return self.caption_self_attention(c, caption_mask.bool())
+    def forward(self, c, caption_mask, need_weights=True):
+        return self.caption_self_attention(c, caption_mask.bool(), need_weights)
 
 
 class ITJNERModel(nn.Module):
@@ -124,18 +124,19 @@ class ITJNERModel(nn.Module):
         if with_caption:
             sequences.append((batch["caption_ids"], batch["caption_mask"]))
         hidden = self.text.encode(*sequences)
-        r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"))
+        r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"), output_attentions)
         attn = {"R": r_attn}
         o = o_mask = has_caption = None
         if with_caption:
             o_mask = batch["caption_mask"].bool()
-            o, attn["O"] = self.caption(hidden[1], batch["caption_mask"])
+            o, attn["O"] = self.caption(hidden[1], batch["caption_mask"], output_attentions)
             has_caption = batch["has_caption"].bool()
         w = has_image = None
         if self.image is not None and "image_feats" in batch:
             has_image = batch["has_image"].bool()
-            w, attn["W"] = self.image(batch["image_feats"].to(r.dtype), has_image)
-        a, fusion_attn, gate, q = self.interaction(r, text_mask, o, o_mask, has_caption, w, has_image)
+            w, attn["W"] = self.image(batch["image_feats"].to(r.dtype), has_image, output_attentions)
+        a, fusion_attn, gate, q = self.interaction(r, text_mask, o, o_mask, has_caption, w, has_image,
+                                                   output_attentions)
         attn.update(fusion_attn)
 
         words, word_mask = batch["word_index"], batch["word_mask"].bool()

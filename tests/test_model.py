@@ -46,10 +46,24 @@ def test_shapes_masks_and_attention_maps(tiny_config, tiny_tokenizer):
     assert torch.isfinite(out.emissions).all()
 
 
+def test_fused_attention_kernel_gives_the_same_tags_as_the_drawn_weights(tiny_config, tiny_tokenizer):
+    """Plain tagging takes torch's fused attention kernel; asking for the maps takes the explicit softmax. A tweet
+    with no image (every region key masked) must come out the same, finite, on both."""
+    model = model_for(tiny_config)
+    batch = make_batch(tiny_config, tiny_tokenizer)
+    with torch.no_grad():
+        fused, drawn = model(batch), model(batch, output_attentions=True)
+    assert fused.attentions is None and drawn.attentions["Q"] is not None
+    assert torch.isfinite(fused.emissions).all()
+    assert torch.allclose(fused.emissions, drawn.emissions, atol=1e-5)
+    assert model.decode(fused) == model.decode(drawn)
+
+
 def test_every_parameter_receives_gradient(tiny_config, tiny_tokenizer):
     model = model_for(tiny_config).train()
     batch = make_batch(tiny_config, tiny_tokenizer)
     model(batch, labels=batch["labels"]).loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     # pooler-free encoder: only embedding rows of unused token ids may be zero, never whole tensors
     assert dead == []
