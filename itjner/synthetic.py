@@ -104,7 +104,17 @@ def _draw_cue(img: Image.Image, cue: str, cell: int) -> None:
         d.line((x0 + 6, y0 + CELL // 2, x0 + CELL - 7, y0 + CELL // 2), fill=(255, 255, 0), width=3)
 
 
-def make_pair(rng: random.Random, image_id: str, related: bool) -> ToyPair:
+def _draw_frame(img: Image.Image, cell: int) -> None:
+    """The highlight that marks the tweet's subject among decoys: a yellow frame around its cell."""
+    r, c = divmod(cell, GRID)
+    x0, y0 = c * CELL, r * CELL
+    ImageDraw.Draw(img).rectangle((x0, y0, x0 + CELL - 1, y0 + CELL - 1), outline=(255, 230, 0), width=3)
+
+
+def make_pair(rng: random.Random, image_id: str, related: bool, decoys: int = 0) -> ToyPair:
+    """`decoys` extra cues, unframed, in other cells, cycling through the types the framed cue is not: with two decoys
+    every image shows all three types once, so pooling the regions says nothing about the type; only the framed cell
+    decides."""
     name = rng.choice(NAMES)
     label = rng.choice(CUE_TYPES)
     if related:
@@ -112,10 +122,16 @@ def make_pair(rng: random.Random, image_id: str, related: bool) -> ToyPair:
     else:
         cue = rng.choice((None, None) + tuple(t for t in CUE_TYPES if t != label))
         text = rng.choice(DECISIVE[label])
-    cell = rng.randrange(GRID * GRID) if cue else None
+    cells = rng.sample(range(GRID * GRID), decoys + 1)
+    cell = cells[0] if cue else None
     img = _clutter(rng, cell)
+    others = [t for t in CUE_TYPES if t != cue]
+    for k, other in enumerate(cells[1:]):
+        _draw_cue(img, others[k % len(others)] if cue else rng.choice(CUE_TYPES), other)
     if cue:
         _draw_cue(img, cue, cell)
+        if decoys:
+            _draw_frame(img, cell)
     tokens = text.format(name).split()
     idx = tokens.index(name)
     tags = ["O"] * len(tokens)
@@ -123,12 +139,13 @@ def make_pair(rng: random.Random, image_id: str, related: bool) -> ToyPair:
     return ToyPair(Tweet(image_id, tokens, tags), img, idx, cue, cell, related)
 
 
-def generate(out: str | Path, sizes=(2000, 300, 300), related_fraction: float = 0.7, seed: int = 0) -> Path:
+def generate(out: str | Path, sizes=(2000, 300, 300), related_fraction: float = 0.7, seed: int = 0,
+             decoys: int = 0) -> Path:
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     for split, n in zip(("train.txt", "valid.txt", "test.txt"), sizes):
-        pairs = [make_pair(rng, f"{split[:-4]}-{i:05d}", rng.random() < related_fraction) for i in range(n)]
+        pairs = [make_pair(rng, f"{split[:-4]}-{i:05d}", rng.random() < related_fraction, decoys) for i in range(n)]
         for p in pairs:
             p.image.save(out / "images" / f"{p.tweet.image_id}.jpg", quality=95)
         write_conll([p.tweet for p in pairs], out / split)
@@ -201,6 +218,7 @@ def main(argv=None) -> int:
     g.add_argument("--sizes", default="2000,300,300", help="train,dev,test pairs")
     g.add_argument("--related-fraction", type=float, default=0.7)
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--decoys", type=int, default=0, help="unframed cues of random types besides the framed one")
     e = sub.add_parser("experiment", help="train full / text-only / ablations and report grounding metrics")
     e.add_argument("--data", required=True)
     e.add_argument("--out", required=True)
@@ -210,7 +228,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         sizes = tuple(int(x) for x in args.sizes.split(","))
-        print(f"wrote {generate(args.out, sizes, args.related_fraction, args.seed)}")
+        print(f"wrote {generate(args.out, sizes, args.related_fraction, args.seed, args.decoys)}")
     else:
         results = experiment(args.data, args.out, args.variants.split(","), args.epochs, args.seed)
         Path(args.out, "grounding.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -37,3 +37,18 @@ def test_only_the_image_decides_and_the_gate_closes_on_unrelated_images(toy, tmp
     assert keys and not any(k.startswith("text.encoder.") for k in keys)
     again = Predictor.from_pretrained(tmp_path / "runs" / "full")
     assert again.config.freeze_text_encoder
+
+
+def test_decoys_frame_the_subject_among_cues_of_the_other_types():
+    import random
+
+    from itjner.synthetic import CELL, GRID, make_pair
+
+    rng = random.Random(3)
+    pairs = [make_pair(rng, f"x{i}", related=True, decoys=2) for i in range(20)]
+    for p in pairs:
+        r, c = divmod(p.cue_cell, GRID)
+        assert p.image.getpixel((c * CELL + 1, r * CELL + CELL // 2)) == (255, 230, 0)  # the frame's left edge
+    plain = make_pair(random.Random(3), "y", related=True)
+    r, c = divmod(plain.cue_cell, GRID)
+    assert plain.image.getpixel((c * CELL + 1, r * CELL + CELL // 2)) != (255, 230, 0)  # no decoys, no frame
