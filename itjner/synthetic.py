@@ -122,11 +122,12 @@ def make_pair(rng: random.Random, image_id: str, related: bool, decoys: int = 0)
     else:
         cue = rng.choice((None, None) + tuple(t for t in CUE_TYPES if t != label))
         text = rng.choice(DECISIVE[label])
-    cells = rng.sample(range(GRID * GRID), decoys + 1)
-    cell = cells[0] if cue else None
+    cell = rng.randrange(GRID * GRID) if cue else None
+    # decoy cells are drawn only when asked for, so decoys=0 keeps the random stream (and the shipped toy data) as it was
+    decoy_cells = rng.sample([c for c in range(GRID * GRID) if c != cell], decoys) if decoys else []
     img = _clutter(rng, cell)
     others = [t for t in CUE_TYPES if t != cue]
-    for k, other in enumerate(cells[1:]):
+    for k, other in enumerate(decoy_cells):
         _draw_cue(img, others[k % len(others)] if cue else rng.choice(CUE_TYPES), other)
     if cue:
         _draw_cue(img, cue, cell)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
     g.add_argument("--sizes", default="2000,300,300", help="train,dev,test pairs")
     g.add_argument("--related-fraction", type=float, default=0.7)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--decoys", type=int, default=0, help="unframed cues of random types besides the framed one")
+    g.add_argument("--decoys", type=int, default=0, help="unframed cues besides the framed one, cycling through the types it is not")
     e = sub.add_parser("experiment", help="train full / text-only / ablations and report grounding metrics")
     e.add_argument("--data", required=True)
     e.add_argument("--out", required=True)
