@@ -5,6 +5,7 @@ Training maximises log p(y | S, I); decoding is Viterbi. Marginals p(y_i = c | S
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torchcrf import CRF
@@ -24,27 +25,51 @@ class CRFDecoder(nn.Module):
         """Mean negative log-likelihood over the batch (eq. 16, negated)."""
         return -self.crf(emissions.float(), labels, mask=mask, reduction="mean")
 
+    # Inference runs in NumPy (float64) on the CPU: the recursions are a Python loop over word positions, and on
+    # (batch, 11, 11) arrays a NumPy op costs ~1 us where a torch op costs ~10 us (2.5 -> 0.4 ms per tweet).
+    def _numpy(self, emissions, mask):
+        crf = self.crf
+        return (emissions.detach().double().cpu().numpy(), mask.bool().cpu().numpy(),
+                *(t.detach().double().cpu().numpy() for t in (crf.start_transitions, crf.transitions, crf.end_transitions)))
+
     def decode(self, emissions, mask) -> list[list[int]]:
-        return self.crf.decode(emissions.float(), mask=mask)
+        """Viterbi: the best tag path per sequence (length = its mask)."""
+        e, m, start, trans, end = self._numpy(emissions, mask)
+        score, back = start + e[:, 0], []
+        for i in range(1, e.shape[1]):
+            cand = score[:, :, None] + trans[None] + e[:, i, None, :]  # (B, from, to)
+            best = cand.argmax(1)
+            back.append(best)
+            score = np.where(m[:, i, None], np.take_along_axis(cand, best[:, None, :], 1)[:, 0], score)
+        last = (score + end).argmax(1)
+        paths = []
+        for b, n in enumerate(m.sum(1)):
+            path = [int(last[b])]
+            for i in range(n - 2, -1, -1):
+                path.append(int(back[i][b, path[-1]]))
+            paths.append(path[::-1])
+        return paths
 
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, C) probabilities p(y_i = c); padded positions are zeros."""
-        e, mask = emissions.float(), mask.bool()
-        start, trans, end = self.crf.start_transitions, self.crf.transitions, self.crf.end_transitions
+        """(B, N, C) probabilities p(y_i = c) by forward-backward; padded positions are zeros."""
+        e, m, start, trans, end = self._numpy(emissions, mask)
         b, n, c = e.shape
-        alpha = torch.zeros(b, n, c, device=e.device)
+        alpha, beta = np.zeros((b, n, c)), np.zeros((b, n, c))
         alpha[:, 0] = start + e[:, 0]
         for i in range(1, n):
-            step = torch.logsumexp(alpha[:, i - 1, :, None] + trans[None], dim=1) + e[:, i]
-            alpha[:, i] = torch.where(mask[:, i, None], step, alpha[:, i - 1])
-        lengths = mask.sum(1)
-        beta = torch.zeros(b, n, c, device=e.device)
-        last = (lengths - 1).clamp(min=0)
-        beta[torch.arange(b), last] = end.expand(b, c)
+            step = _logsumexp(alpha[:, i - 1, :, None] + trans[None], 1) + e[:, i]
+            alpha[:, i] = np.where(m[:, i, None], step, alpha[:, i - 1])
+        lengths = m.sum(1)
+        last = np.maximum(lengths - 1, 0)
+        beta[np.arange(b), last] = end
         for i in range(n - 2, -1, -1):
-            step = torch.logsumexp(trans[None] + (e[:, i + 1] + beta[:, i + 1])[:, None, :], dim=2)
-            inside = (i + 1) < lengths
-            beta[:, i] = torch.where(inside[:, None], step, beta[:, i])
-        log_z = torch.logsumexp(alpha[torch.arange(b), last] + end, dim=-1)
-        probs = (alpha + beta - log_z[:, None, None]).exp()
-        return probs * mask[..., None]
+            step = _logsumexp(trans[None] + (e[:, i + 1] + beta[:, i + 1])[:, None, :], 2)
+            beta[:, i] = np.where(((i + 1) < lengths)[:, None], step, beta[:, i])
+        log_z = _logsumexp(alpha[np.arange(b), last] + end, 1)
+        probs = np.exp(alpha + beta - log_z[:, None, None]) * m[..., None]
+        return torch.from_numpy(probs.astype(np.float32))
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis, keepdims=True)
+    return (top + np.log(np.exp(x - top).sum(axis, keepdims=True))).squeeze(axis)

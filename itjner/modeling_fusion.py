@@ -6,6 +6,10 @@ Output A = [H ; G].
 
 Per-example masks: a tweet without a usable caption gets P = R; one without a usable image gets H = R and G = 0,
 so a missing input never feeds garbage into the tagger.
+
+A is only read at each word's first sub-token (the CRF's positions), and H and Q feed nothing else, so their blocks
+run on those query rows alone: an attention block's output row depends on its own query row only, so this is the
+same maths with fewer rows (R, P and Z stay full length: they are keys and values).
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ class ImageGuidedTextFusion(nn.Module):
         self.text_block = CrossModalBlock(hidden, heads, dropout)    # H: query R, key/value Z
 
     def forward(self, r, p, text_mask, w, region_mask, need_weights=True):
+        """r: the query rows of R wanted in H; p: all of P (Z's keys)."""
         z, z_attn = self.region_block(w, p, text_mask, need_weights)
         h, h_attn = self.text_block(r, z, region_mask, need_weights)
         return h, {"Z": z_attn, "H": h_attn}
@@ -100,19 +105,27 @@ class CollaborativeInteraction(nn.Module):
                              if config.use_image and config.use_image_text_fusion else None)
         self.text_guided = TextGuidedImageFusion(d, m, p, config.use_gate) if config.use_image else None
 
-    def forward(self, r, text_mask, o=None, o_mask=None, has_caption=None, w=None, has_image=None, need_weights=True):
+    def forward(self, r, text_mask, words, o=None, o_mask=None, has_caption=None, w=None, has_image=None,
+                need_weights=True):
+        """words: (B, N) each word's first sub-token; A, H, Q, the gate and the H/Q maps come back per word."""
         attn: dict[str, torch.Tensor] = {}
         p = r
         if self.caption_guided is not None and o is not None:
             p_new, attn["P"] = self.caption_guided(r, text_mask, o, o_mask, need_weights)
             p = _keep(has_caption, p_new, r)
-        h, g_out, gate, q = r, torch.zeros_like(r), None, None
+        r_words = gather_positions(r, words)
+        h, g_out, gate, q = r_words, torch.zeros_like(r_words), None, None
         if w is not None and self.text_guided is not None:
             region_mask = has_image[:, None].expand(-1, w.shape[1])
             if self.image_guided is not None:
-                h_new, left = self.image_guided(r, p, text_mask, w, region_mask, need_weights)
-                h = _keep(has_image, h_new, r)
+                h_new, left = self.image_guided(r_words, p, text_mask, w, region_mask, need_weights)
+                h = _keep(has_image, h_new, r_words)
                 attn.update(left)
-            g_new, gate, q, attn["Q"] = self.text_guided(p, w, region_mask, h, need_weights)
+            g_new, gate, q, attn["Q"] = self.text_guided(gather_positions(p, words), w, region_mask, h, need_weights)
             g_out = _keep(has_image, g_new, torch.zeros_like(g_new))
         return torch.cat([h, g_out], dim=-1), attn, gate, q
+
+
+def gather_positions(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, L, D), index (B, N) -> (B, N, D)."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))

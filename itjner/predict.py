@@ -55,14 +55,17 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
 
 
 def _details(out, j: int, ex, n: int) -> dict:
-    """Attention maps of one tweet, indexed by word (its first sub-token): name -> (heads, words, keys)."""
+    """Attention maps of one tweet, indexed by word (its first sub-token): name -> (heads, words, keys). H, Q, the
+    gate and Q's features come out of the model per word already; R and P are per sub-token."""
     idx = torch.tensor(ex.word_index)
     maps = {}
     for name, attn in (out.attentions or {}).items():
-        if name in ("Q", "H", "P", "R"):
+        if name in ("Q", "H"):
+            maps[name] = attn[j][:, :n].float().cpu().numpy()
+        elif name in ("P", "R"):
             maps[name] = attn[j][:, idx, :].float().cpu().numpy()
     if out.gate is not None:
-        g, q = out.gate[j, idx].float(), out.visual[j, idx].float()
+        g, q = out.gate[j, :n].float(), out.visual[j, :n].float()
         maps["gate"] = g.mean(-1).cpu().numpy()
         # share of the visual signal the gate lets through: |g * Q| / |Q| (dimensions where Q is ~0 do not count)
         maps["gate_effective"] = ((g * q).norm(dim=-1) / q.norm(dim=-1).clamp_min(1e-6)).cpu().numpy()

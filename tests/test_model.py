@@ -37,13 +37,32 @@ def test_shapes_masks_and_attention_maps(tiny_config, tiny_tokenizer):
     assert torch.isfinite(out.loss)
     lt = batch["input_ids"].shape[1]
     heads = tiny_config.num_heads
-    assert out.attentions["Q"].shape == (3, heads, lt, 49)
+    words = batch["word_index"].shape[1]
+    assert out.attentions["Q"].shape == (3, heads, words, 49)
     assert out.attentions["Z"].shape == (3, heads, 49, lt)
-    assert out.attentions["H"].shape == (3, heads, lt, 49)
-    assert out.gate.shape == (3, lt, tiny_config.hidden_size)
+    assert out.attentions["H"].shape == (3, heads, words, 49)
+    assert out.gate.shape == (3, words, tiny_config.hidden_size)
     q = out.attentions["Q"]
     assert torch.allclose(q.sum(-1), torch.ones_like(q.sum(-1)), atol=1e-5)
     assert torch.isfinite(out.emissions).all()
+
+
+def test_word_rows_only_equal_every_row_then_gathered(tiny_config, tiny_tokenizer):
+    """H and Q run on the words' query rows alone; that must equal running them on every sub-token and picking the
+    words' rows afterwards (the maths the paper writes)."""
+    model = model_for(tiny_config)
+    batch = make_batch(tiny_config, tiny_tokenizer)
+    every = dict(batch)
+    n = batch["input_ids"].shape[1]
+    every["word_index"] = torch.arange(n).expand(3, n)
+    every["word_mask"] = torch.ones(3, n, dtype=torch.bool)
+    with torch.no_grad():
+        words, all_rows = model(batch, output_attentions=True), model(every, output_attentions=True)
+    index = batch["word_index"]
+    picked = all_rows.emissions.gather(1, index[..., None].expand(-1, -1, all_rows.emissions.shape[-1]))
+    assert torch.allclose(words.emissions, picked, atol=1e-5)
+    q_rows = all_rows.attentions["Q"].gather(2, index[:, None, :, None].expand(-1, model.config.num_heads, -1, 49))
+    assert torch.allclose(words.attentions["Q"], q_rows, atol=1e-6)
 
 
 def test_fused_attention_kernel_gives_the_same_tags_as_the_drawn_weights(tiny_config, tiny_tokenizer):
@@ -166,3 +185,17 @@ def test_crf_viterbi_and_marginals_equal_brute_force():
         assert marg[b, length:].abs().sum() == 0
         nll = dec.nll(emissions[b:b + 1, :length], torch.tensor([best]), mask[b:b + 1, :length])
         assert nll.item() == pytest.approx((log_z - scores[best]).item(), abs=1e-4)
+
+
+def test_crf_numpy_inference_matches_pytorch_crf_on_a_ragged_batch():
+    torch.manual_seed(5)
+    dec = CRFDecoder(4, 9)
+    with torch.no_grad():
+        for p in dec.crf.parameters():
+            p.normal_()
+    lengths = torch.randint(1, 30, (16,))
+    mask = torch.arange(30)[None] < lengths[:, None]
+    emissions = torch.randn(16, 30, 9) * 3
+    assert dec.decode(emissions, mask) == dec.crf.decode(emissions, mask=mask)
+    marg = dec.marginals(emissions, mask)
+    assert torch.allclose(marg.sum(-1), mask.float(), atol=1e-5)
