@@ -10,7 +10,7 @@ import hashlib
 import io
 import os
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,19 +93,24 @@ class ImageReport:
 class FeatureStore:
     """Region features of a frozen image backbone, computed once per image content and cached on disk."""
 
-    def __init__(self, backbone, cache_dir: str | Path | None = None, batch_size: int = 16):
+    def __init__(self, backbone, cache_dir: str | Path | None = None, batch_size: int = 16,
+                 max_in_memory: int = 4096):
+        """max_in_memory: features kept in RAM, least recently used dropped first (Lite0: 125 KiB each, so the
+        default holds ~0.5 GiB); the disk cache keeps everything, so a million-image run stays bounded."""
         self.backbone = backbone
         root = Path(cache_dir) if cache_dir else default_cache_dir() / "features"
         self.dir = root / backbone.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
-        self.memory: dict[str, torch.Tensor] = {}
+        self.max_in_memory = max_in_memory
+        self.memory: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def _file(self, digest: str) -> Path:
         return self.dir / f"{digest}.pt"
 
     def _lookup(self, digest: str) -> torch.Tensor | None:
         if digest in self.memory:
+            self.memory.move_to_end(digest)
             return self.memory[digest]
         path = self._file(digest)
         if path.exists():
@@ -114,15 +119,23 @@ class FeatureStore:
             except Exception:  # a torn write from an interrupted run: recompute
                 path.unlink(missing_ok=True)
                 return None
-            self.memory[digest] = feats
+            self._remember(digest, feats)
             return feats
         return None
 
-    def _store(self, digest: str, feats: torch.Tensor) -> None:
-        tmp = self._file(digest).with_suffix(".tmp")
-        torch.save(feats.half().clone(), tmp)
+    def _remember(self, digest: str, feats: torch.Tensor) -> None:
+        self.memory[digest] = feats
+        self.memory.move_to_end(digest)
+        while len(self.memory) > self.max_in_memory:
+            self.memory.popitem(last=False)
+
+    def _store(self, digest: str, feats: torch.Tensor) -> torch.Tensor:
+        half = feats.half().clone()
+        tmp = self._file(digest).with_name(f"{digest}.{os.getpid()}.tmp")  # one per process: torchrun ranks share it
+        torch.save(half, tmp)
         tmp.replace(self._file(digest))
-        self.memory[digest] = feats.half()
+        self._remember(digest, half)
+        return half
 
     def features_for_bytes(self, blobs: list[bytes | None]) -> tuple[list[torch.Tensor | None], list[str | None]]:
         """Features (regions, C) per image (None where unusable) and a problem string per image."""
@@ -147,8 +160,7 @@ class FeatureStore:
             pixels = torch.stack([self.backbone.preprocess(img) for _, _, img in chunk])
             out = self.backbone.features(pixels.to(_device_of(self.backbone))).float().cpu()
             for (i, digest, _), f in zip(chunk, out):
-                self._store(digest, f)
-                feats[i] = self.memory[digest]
+                feats[i] = self._store(digest, f)
         return feats, problems
 
     def features_for_ids(self, images_dir, image_ids: list[str], report: ImageReport | None = None):

@@ -150,6 +150,22 @@ def test_feature_cache_runs_the_backbone_once_per_image(tmp_path):
     assert calls == [1] and torch.equal(f1[0], f2[0])
 
 
+def test_feature_memory_is_bounded_and_evicted_features_come_back_from_disk(tmp_path):
+    """A million-image predict run must not keep every feature in RAM; what is evicted is re-read, not recomputed."""
+    backbone = load_image_backbone("tiny-cnn")
+    calls = []
+    original = backbone.features
+    backbone.features = lambda x: calls.append(len(x)) or original(x)
+    store = FeatureStore(backbone, tmp_path, max_in_memory=2)
+    blobs = [png_bytes(color=(40 * i, 0, 0)) for i in range(5)]
+    first, _ = store.features_for_bytes(blobs)
+    assert len(store.memory) == 2 and sum(calls) == 5
+    again, _ = store.features_for_bytes(blobs[:3])
+    assert sum(calls) == 5 and len(store.memory) == 2
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not list(store.dir.glob("*.tmp"))
+
+
 def test_short_training_on_twitter2017_lowers_the_loss(tmp_path):
     from itjner.train import train
 
