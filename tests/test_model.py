@@ -65,6 +65,27 @@ def test_word_rows_only_equal_every_row_then_gathered(tiny_config, tiny_tokenize
     assert torch.allclose(words.attentions["Q"], q_rows, atol=1e-6)
 
 
+def test_one_shared_or_separate_encoder_calls_and_skipped_captions_give_the_same_output(tiny_config, tiny_tokenizer,
+                                                                                     monkeypatch):
+    import itjner.modeling_itjner as modeling
+
+    model = model_for(tiny_config)
+    batch = make_batch(tiny_config, tiny_tokenizer)
+    runs = []
+    for limit in (10_000, -1):  # always share one call / never share
+        monkeypatch.setattr(modeling, "MAX_SHARED_CALL_PADDING", limit)
+        with torch.no_grad():
+            runs.append(model(batch).emissions)
+    assert torch.allclose(runs[0], runs[1], atol=1e-5)
+    # no tweet captioned: the caption path is skipped, and nothing changes (P = R for such tweets anyway)
+    bare = make_batch(tiny_config, tiny_tokenizer, caption=("", "", ""))
+    no_caption_config = tiny_config.with_ablation(no_caption=True)
+    without = ITJNERModel(no_caption_config, model.text.encoder).eval()
+    without.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.allclose(model(bare).emissions, without(bare).emissions, atol=1e-5)
+
+
 def test_fused_attention_kernel_gives_the_same_tags_as_the_drawn_weights(tiny_config, tiny_tokenizer):
     """Plain tagging takes torch's fused attention kernel; asking for the maps takes the explicit softmax. A tweet
     with no image (every region key masked) must come out the same, finite, on both."""
