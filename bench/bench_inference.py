@@ -37,11 +37,17 @@ CAPTION = "a basketball player on a court"
 TWEET = "RT @nba : Kevin Durant joins the Golden State Warriors in Oakland after nine seasons with the Thunder"
 
 
-def image_bytes(seed: int) -> bytes:
+def image_bytes(seed: int, size: tuple[int, int] = (320, 240)) -> bytes:
+    """A JPEG of noise (small) or, for photo sizes, a smooth random image (noise would make a 5 MB file)."""
     g = torch.Generator().manual_seed(seed)
-    arr = (torch.rand(240, 320, 3, generator=g) * 255).to(torch.uint8).numpy()
+    w, h = size
+    if w * h <= 320 * 240:
+        arr = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8)
+    else:
+        small = torch.rand(1, 3, h // 32, w // 32, generator=g)
+        arr = (torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear")[0].permute(1, 2, 0) * 255).byte()
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    Image.fromarray(arr.numpy()).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -128,6 +134,10 @@ def main() -> None:
     t = time.perf_counter()
     predictor.predict(tweets[:64], images=fresh, batch_size=64, given_captions=captions[:64])
     res["batch_fresh_images_tweets_per_s"] = 64 / (time.perf_counter() - t)
+    photos = [image_bytes(70_000 + i, (1600, 1200)) for i in range(32)]  # phone-photo size
+    t = time.perf_counter()
+    predictor.predict(tweets[:32], images=photos, batch_size=64, given_captions=captions[:32])
+    res["batch_fresh_1600x1200_photos_tweets_per_s"] = 32 / (time.perf_counter() - t)
 
     res["train_step_ms_p50"] = train_step_ms(model, predictor, tweets, train_cfg.batch_size, args.repeats)
     res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

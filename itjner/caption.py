@@ -244,7 +244,7 @@ def caption_image(checkpoint: str | Path, image: str | Path, beam: int | None = 
     if not model.config.backbone:
         raise ValueError(f"{checkpoint}: config.json does not name the image backbone the captioner was trained on")
     backbone = load_image_backbone(model.config.backbone)
-    pixels = backbone.preprocess(decode_image(Path(image).read_bytes()))[None]
+    pixels = backbone.preprocess(decode_image(Path(image).read_bytes(), backbone.spec.size))[None]
     return model.generate(backbone.features(pixels), beam=beam)[0]
 
 

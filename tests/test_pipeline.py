@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+import numpy as np
 import torch
 from PIL import Image
 
@@ -148,6 +149,23 @@ def test_feature_cache_runs_the_backbone_once_per_image(tmp_path):
     fresh = FeatureStore(backbone, tmp_path)  # new process: reads the disk cache
     f2, _ = fresh.features_for_bytes([blob])
     assert calls == [1] and torch.equal(f1[0], f2[0])
+
+
+def jpeg_bytes(size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, 12, 16, generator=g)
+    arr = torch.nn.functional.interpolate(small, size=(size[1], size[0]), mode="bilinear")[0].permute(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray((arr * 255).byte().numpy()).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_large_jpegs_decode_reduced_for_the_backbone_small_ones_exactly():
+    big = decode_image(jpeg_bytes((1600, 1200)), min_side=224)
+    assert big.size == (400, 300) and big.mode == "RGB"   # libjpeg's 1/4 scale: the smallest not under 224
+    assert decode_image(jpeg_bytes((1600, 1200))).size == (1600, 1200)  # display paths get the full image
+    small = jpeg_bytes((320, 240))
+    assert np.array_equal(np.asarray(decode_image(small, 224)), np.asarray(decode_image(small)))
 
 
 def test_feature_memory_is_bounded_and_evicted_features_come_back_from_disk(tmp_path):
