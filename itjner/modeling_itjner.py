@@ -202,7 +202,6 @@ class ITJNERModel(nn.Module):
         return self.config.freeze_text_encoder and key.startswith("text.encoder.")
 
 
-
 def load_card(folder: str | Path) -> dict:
     path = Path(folder) / "card.json"
     return json.loads(path.read_text()) if path.is_file() else {}

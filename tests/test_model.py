@@ -184,12 +184,17 @@ def _brute_force(decoder, emissions):
     return scores
 
 
-def test_crf_viterbi_and_marginals_equal_brute_force():
-    torch.manual_seed(3)
-    dec = CRFDecoder(4, 3)
+def random_crf(labels: int, seed: int) -> CRFDecoder:
+    torch.manual_seed(seed)
+    dec = CRFDecoder(4, labels)
     with torch.no_grad():
         for p in dec.crf.parameters():
             p.normal_()
+    return dec
+
+
+def test_crf_viterbi_and_marginals_equal_brute_force():
+    dec = random_crf(3, seed=3)
     emissions = torch.randn(2, 4, 3)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]).bool()
     paths = dec.decode(emissions, mask)
@@ -209,11 +214,7 @@ def test_crf_viterbi_and_marginals_equal_brute_force():
 
 
 def test_crf_numpy_inference_matches_pytorch_crf_on_a_ragged_batch():
-    torch.manual_seed(5)
-    dec = CRFDecoder(4, 9)
-    with torch.no_grad():
-        for p in dec.crf.parameters():
-            p.normal_()
+    dec = random_crf(9, seed=5)
     lengths = torch.randint(1, 30, (16,))
     mask = torch.arange(30)[None] < lengths[:, None]
     emissions = torch.randn(16, 30, 9) * 3
