@@ -121,11 +121,16 @@ class ImageGridEncoder(nn.Module):
         import numpy as np
         from PIL import Image
 
-        image = image.convert("RGB").resize((self.spec.size, self.spec.size), Image.BICUBIC)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(self.spec.mean).view(3, 1, 1)
-        std = torch.tensor(self.spec.std).view(3, 1, 1)
-        return (x - mean) / std
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        image = image.resize((self.spec.size, self.spec.size), Image.BICUBIC)
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
+        scale, shift = self._normalisation()
+        return x.mul_(scale).sub_(shift)  # (x / 255 - mean) / std in one pass over uint8 pixels
+
+    def _normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        std, mean = torch.tensor(self.spec.std).view(3, 1, 1), torch.tensor(self.spec.mean).view(3, 1, 1)
+        return 1 / (255 * std), mean / std
 
     @torch.inference_mode()
     def feature_map(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -59,6 +59,19 @@ def test_lite_preset_loads_offline_with_7x7_grid_features():
     assert encoder.config.hidden_size == cfg.hidden_size
 
 
+def test_preprocess_resizes_to_the_backbone_square_and_normalises_per_channel():
+    backbone = load_image_backbone("efficientnet-lite0")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8))
+    x = backbone.preprocess(img)
+    resized = np.asarray(img.resize((224, 224), Image.BICUBIC), dtype=np.float64) / 255
+    mean, std = np.array(backbone.spec.mean), np.array(backbone.spec.std)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert np.allclose(x.permute(1, 2, 0).numpy(), (resized - mean) / std, atol=1e-6)
+    gray = backbone.preprocess(img.convert("L"))  # odd modes go through RGB
+    assert gray.shape == (3, 224, 224) and torch.equal(gray[0] * backbone.spec.std[0] + backbone.spec.mean[0],
+                                                       gray[1] * backbone.spec.std[1] + backbone.spec.mean[1])
+
+
 def test_lite_backbone_grid_is_row_major_and_pretrained():
     """A bright patch in grid cell (row 1, column 5) must change the features near region 12, not near its
     transpose (row 5, column 1)."""
