@@ -27,6 +27,10 @@ class ITJNERConfig:
     # How P gets the text's length (see modeling_fusion.CaptionGuidedText): "text" = text tokens query the caption
     # (R queries O); "caption" = the paper's literal O-as-query with the caption padded/cut to the text length.
     caption_query: str = "text"
+    # FFN width (x hidden_size) of the multimodal blocks: the O and W self-attention layers and the P, Z, H, Q
+    # cross-modal blocks. The paper does not give it; 4 is the BERT convention (and what checkpoints without this
+    # field were trained with). R's self-attention, on the text path, always uses 4.
+    fusion_ffn_mult: int = 4
     aux_weight: float = 0.5                     # lambda: weight of the auxiliary text-only CRF loss on R
     word_shape: bool = False                    # extension: add a capitalisation-shape embedding (uncased encoders)
     freeze_text_encoder: bool = False           # keep the pretrained encoder fixed (not stored in checkpoints)
@@ -91,7 +95,7 @@ PRESETS: dict[str, tuple[ITJNERConfig, TrainConfig]] = {
     ),
     "lite": (
         ITJNERConfig(preset="lite", text_encoder="minilm-l6", image_backbone="efficientnet-lite0", image_dim=1280,
-                     hidden_size=384, num_heads=12, word_shape=True),
+                     hidden_size=384, num_heads=12, word_shape=True, fusion_ffn_mult=1),
         TrainConfig(epochs=6, batch_size=16, lr=5e-5, head_lr=1e-3, crf_lr=1e-2),
     ),
     "tiny": (

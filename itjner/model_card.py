@@ -25,7 +25,8 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         f"- modalities trained with: **{config.modalities()}**. {image_note}",
         f"- switches: caption={config.use_caption}, gate={config.use_gate}, "
         f"image-aware text fusion={config.use_image_text_fusion}, caption query mode `{config.caption_query}`, "
-        f"aux weight λ={config.aux_weight}, word-shape embedding={config.word_shape}",
+        f"aux weight λ={config.aux_weight}, word-shape embedding={config.word_shape}, "
+        f"FFN width of the multimodal blocks {config.fusion_ffn_mult}×",
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
         f"- seed: {card.get('seed')}; training: `{card.get('train')}`",

@@ -32,12 +32,12 @@ class CaptionGuidedText(nn.Module):
     gathers the caption words relevant to it. mode "caption": the literal reading, X = O padded/cut to the text length,
     Y = R, residual on O (positions beyond the caption are zero queries)."""
 
-    def __init__(self, hidden, heads, dropout, mode="text"):
+    def __init__(self, hidden, heads, dropout, mode="text", ffn_mult=4):
         super().__init__()
         if mode not in ("text", "caption"):
             raise ValueError(f"caption_query must be 'text' or 'caption', not {mode!r}")
         self.mode = mode
-        self.block = CrossModalBlock(hidden, heads, dropout)
+        self.block = CrossModalBlock(hidden, heads, dropout, ffn_mult)
 
     def forward(self, r, r_mask, o, o_mask, need_weights=True):
         if self.mode == "text":
@@ -50,10 +50,10 @@ class CaptionGuidedText(nn.Module):
 class ImageGuidedTextFusion(nn.Module):
     """Left branch: Z (regions attend to caption-aware text P) then H (text R attends to Z)."""
 
-    def __init__(self, hidden, heads, dropout):
+    def __init__(self, hidden, heads, dropout, ffn_mult=4):
         super().__init__()
-        self.region_block = CrossModalBlock(hidden, heads, dropout)  # Z: query W, key/value P
-        self.text_block = CrossModalBlock(hidden, heads, dropout)    # H: query R, key/value Z
+        self.region_block = CrossModalBlock(hidden, heads, dropout, ffn_mult)  # Z: query W, key/value P
+        self.text_block = CrossModalBlock(hidden, heads, dropout, ffn_mult)    # H: query R, key/value Z
 
     def forward(self, r, p, text_mask, w, region_mask, need_weights=True):
         """r: the query rows of R wanted in H; p: all of P (Z's keys)."""
@@ -78,9 +78,9 @@ class VisualGate(nn.Module):
 class TextGuidedImageFusion(nn.Module):
     """Right branch: Q (caption-aware text P attends to regions W), then the visual gate."""
 
-    def __init__(self, hidden, heads, dropout, use_gate=True):
+    def __init__(self, hidden, heads, dropout, use_gate=True, ffn_mult=4):
         super().__init__()
-        self.word_block = CrossModalBlock(hidden, heads, dropout)  # Q: query P, key/value W
+        self.word_block = CrossModalBlock(hidden, heads, dropout, ffn_mult)  # Q: query P, key/value W
         self.gate = VisualGate(hidden) if use_gate else None
 
     def forward(self, p, w, region_mask, h, need_weights=True):
@@ -98,12 +98,12 @@ class CollaborativeInteraction(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        d, m, p = config.hidden_size, config.num_heads, config.dropout
+        d, m, p, f = config.hidden_size, config.num_heads, config.dropout, config.fusion_ffn_mult
         self.config = config
-        self.caption_guided = CaptionGuidedText(d, m, p, config.caption_query) if config.use_caption else None
-        self.image_guided = (ImageGuidedTextFusion(d, m, p)
+        self.caption_guided = CaptionGuidedText(d, m, p, config.caption_query, f) if config.use_caption else None
+        self.image_guided = (ImageGuidedTextFusion(d, m, p, f)
                              if config.use_image and config.use_image_text_fusion else None)
-        self.text_guided = TextGuidedImageFusion(d, m, p, config.use_gate) if config.use_image else None
+        self.text_guided = TextGuidedImageFusion(d, m, p, config.use_gate, f) if config.use_image else None
 
     def forward(self, r, text_mask, words, o=None, o_mask=None, has_caption=None, w=None, has_image=None,
                 need_weights=True):

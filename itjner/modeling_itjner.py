@@ -77,7 +77,8 @@ class ImageFeatures(nn.Module):
     def __init__(self, config: ITJNERConfig):
         super().__init__()
         self.w_u = nn.Linear(config.image_dim, config.hidden_size)
-        self.region_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
+        self.region_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout,
+                                                        config.fusion_ffn_mult)
 
     def forward(self, u, has_image, need_weights=True):
         v = self.w_u(u)
@@ -90,7 +91,8 @@ class CaptionFeatures(nn.Module):
 
     def __init__(self, config: ITJNERConfig):
         super().__init__()
-        self.caption_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout)
+        self.caption_self_attention = SelfAttentionLayer(config.hidden_size, config.num_heads, config.dropout,
+                                                         config.fusion_ffn_mult)
 
     def forward(self, c, caption_mask, need_weights=True):
         return self.caption_self_attention(c, caption_mask.bool(), need_weights)

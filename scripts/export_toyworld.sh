@@ -10,5 +10,6 @@ import torch
 from itjner.modeling_itjner import ITJNERModel, load_card
 card = load_card("runs/toyworld/full")
 card["data"] = "toy world: python -m itjner.synthetic generate --sizes 900,150,200 --seed 0"
+card["images"] = "runs/toyworld-data/images (see scripts/export_toyworld.sh)"
 ITJNERModel.from_pretrained("runs/toyworld/full").save_pretrained("assets/itjner-lite-toyworld", card=card, dtype=torch.float16)
 PY

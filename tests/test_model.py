@@ -162,6 +162,25 @@ def test_ablation_switch_removes_its_path(tiny_config, tiny_tokenizer, switch, g
         assert torch.allclose(_emissions(ablated.eval(), batch), _emissions(ablated, other), atol=1e-5)
 
 
+def test_fusion_ffn_width_is_a_config_field_and_old_checkpoints_keep_four(tiny_config, tmp_path):
+    from itjner.configuration_itjner import ITJNERConfig, preset
+
+    d = tiny_config.hidden_size
+    narrow = model_for(replace(tiny_config, fusion_ffn_mult=1))
+    widths = {name: mod.ffn[0].out_features for name, mod in narrow.named_modules() if hasattr(mod, "ffn")}
+    assert widths.pop("text.text_self_attention") == 4 * d  # the text path (shared with text-only models) keeps 4
+    assert set(widths) == {"image.region_self_attention", "caption.caption_self_attention",
+                           "interaction.caption_guided.block", "interaction.image_guided.region_block",
+                           "interaction.image_guided.text_block", "interaction.text_guided.word_block"}
+    assert set(widths.values()) == {d}
+    narrow.save_pretrained(tmp_path / "narrow")
+    assert ITJNERModel.from_pretrained(tmp_path / "narrow").interaction.text_guided.word_block.ffn[0].out_features == d
+    old = tiny_config.to_dict()
+    del old["fusion_ffn_mult"]  # a config.json written before the field existed
+    assert ITJNERConfig.from_dict(old).fusion_ffn_mult == 4
+    assert preset("lite")[0].fusion_ffn_mult == 1 and preset("paper")[0].fusion_ffn_mult == 4
+
+
 def test_caption_query_modes_both_give_text_length(tiny_config, tiny_tokenizer):
     for mode in ("text", "caption"):
         cfg = replace(tiny_config, caption_query=mode)
