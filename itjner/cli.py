@@ -31,6 +31,8 @@ def cmd_train(args) -> int:
         model_cfg.caption_query = args.caption_query
     if args.no_word_shape:
         model_cfg.word_shape = False
+    if args.fusion_ffn_mult:
+        model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source)
@@ -95,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{flag}", action="store_true", help=f"ablation: {flag.replace('-', ' ')}")
     t.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
     t.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
+    t.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
+                   help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")
     t.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)

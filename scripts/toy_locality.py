@@ -22,11 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from itjner.backbones import load_image_backbone  # noqa: E402
 from itjner.images import FeatureStore  # noqa: E402
-from itjner.synthetic import CUE_TYPES, GRID, SIZE, _draw_cue, generate, load_meta  # noqa: E402
-
-
-def near(a: int, b: int) -> bool:
-    return abs(a // GRID - b // GRID) <= 1 and abs(a % GRID - b % GRID) <= 1
+from itjner.synthetic import CUE_TYPES, GRID, SIZE, _draw_cue, cells_touch, generate, load_meta  # noqa: E402
 
 
 @torch.inference_mode()
@@ -41,7 +37,7 @@ def blank_background(backbone) -> None:
             _draw_cue(img, cue, cell)
             change = (backbone.features(backbone.preprocess(img)[None])[0] - base).norm(dim=1)
             own += int(change.argmax()) == cell
-            close += near(int(change.argmax()), cell)
+            close += cells_touch(int(change.argmax()), cell)
     n = len(CUE_TYPES) * len(cells)
     print(f"blank background, {n} cues in interior cells: largest feature change in the cue's own cell "
           f"{100 * own / n:.1f}%, within its 3x3 neighbourhood {100 * close / n:.1f}%")

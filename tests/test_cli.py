@@ -29,6 +29,17 @@ def test_train_then_evaluate_reproduces_the_card(tmp_path):
     assert "overall" in ev.stdout and (tmp_path / "s.json").exists()
 
 
+def test_train_takes_the_fusion_ffn_width(tmp_path):
+    import json
+
+    out = tmp_path / "wide"
+    proc = run("train", "--preset", "tiny", "--data", str(shared_data("twitter2017")), "--limit", "16", "--epochs", "1",
+               "--no-test", "--fusion-ffn-mult", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["fusion_ffn_mult"] == 2
+    assert "FFN width of the multimodal blocks 2×" in (out / "README.md").read_text()
+
+
 def test_paper_preset_offline_fails_with_a_clear_message(tmp_path):
     proc = run("train", "--preset", "paper", "--data", str(shared_data("twitter2017")), "--limit", "4",
                "--out", str(tmp_path / "x"))

@@ -27,8 +27,10 @@ def test_only_the_image_decides_and_the_gate_closes_on_unrelated_images(toy, tmp
     assert text["name_accuracy_related"] <= 50.0  # three types: chance is 33%
     # the share of the visual signal the gate lets through is lower when the image is unrelated
     assert full["gate_effective_unrelated"] < full["gate_effective_related"]
-    # heatmap_peak_in_cue_cell is reported by the experiment but not asserted: the text-guided attention is
-    # diffuse on this task (the model pools the regions), see README "Proof that the image branch works"
+    # the name's text-guided heatmap peaks next to the cue (its 3x3 block: 18% of the grid by chance; seeds 1-3
+    # gave 88%, 100%, 97%). The exact cell is reported but not asserted: the backbone's grid is not that sharp
+    # (README "Proof that the image branch works").
+    assert full["heatmap_peak_near_cue_cell"] >= 70.0
     # the stored toy checkpoint holds trained weights only; the frozen encoder comes back by name
     from safetensors import safe_open
 
