@@ -62,7 +62,7 @@ def cmd_evaluate(args) -> int:
     from .predict import Predictor
     from .train import evaluate_tweets, split_path
 
-    predictor = Predictor.from_pretrained(args.checkpoint, args.device, args.caption_source)
+    predictor = Predictor.from_pretrained(args.checkpoint, args.device, args.caption_source, precision=args.precision)
     tweets = read_conll(split_path(args.data, args.split))
     report = ImageReport()
     scores = evaluate_tweets(predictor, tweets, args.images, report=report)
@@ -78,10 +78,14 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     from .batch import predict_file
 
-    predictor = get_predictor(args.checkpoint, args.device)
+    predictor = get_predictor(args.checkpoint, args.device, args.precision)
     n = predict_file(predictor, args.data, args.out, args.images, batch_size=args.batch_size)
     print(f"tagged {n} tweet(s) into {args.out}")
     return 0
+
+
+PRECISION_HELP = ("auto: bf16 autocast on GPU, exact fp32 on CPU; bf16: autocast on the CPU too (faster on CPUs "
+                  "with AVX512-BF16/AMX, may change a few tags)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--caption-source")
     e.add_argument("--json", help="also write the scores as JSON here")
     e.add_argument("--device")
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=PRECISION_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="tag a file of tweets into JSONL (resumable; shards under torchrun)")
@@ -130,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", help="model folder (default: the embedded checkpoint)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--device")
+    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=PRECISION_HELP)
     pr.set_defaults(func=cmd_predict)
 
     from .labelstudio import add_cli
@@ -138,11 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def get_predictor(checkpoint: str | None = None, device: str | None = None):
+def get_predictor(checkpoint: str | None = None, device: str | None = None, precision: str = "auto"):
     """The checkpoint a CLI tags with: the given folder, else the embedded default."""
     from .predict import DEFAULT_CHECKPOINT, Predictor
 
-    return Predictor.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device)
+    return Predictor.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device, precision=precision)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,28 @@ def test_rerun_skips_done_rows_and_recovers_a_torn_line(tmp_path, tiny_ckpt, twe
     assert set(row) >= {"index", "image_id", "tokens", "tags", "entities", "score"}
 
 
+def test_predict_precision_bf16_autocasts_on_cpu_and_auto_stays_exact(tmp_path, tiny_ckpt, tweets_file, monkeypatch):
+    from itjner import cli
+
+    seen = []
+    real = ITJNERModel.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ITJNERModel, "forward", spy)
+    for precision in ("bf16", "auto"):
+        out = tmp_path / f"{precision}.jsonl"
+        assert cli.main(["predict", "--data", str(tweets_file), "--checkpoint", str(tiny_ckpt), "--out", str(out),
+                         "--device", "cpu", "--precision", precision]) == 0
+        assert len(out.read_text().splitlines()) == 37
+        assert seen and set(seen) == {precision == "bf16"}
+        seen.clear()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor.from_pretrained(tiny_ckpt, precision="fp16")
+
+
 def test_torchrun_two_ranks_equal_one_process(tmp_path, tiny_ckpt, tweets_file):
     one = tmp_path / "one.jsonl"
     predict_file(Predictor.from_pretrained(tiny_ckpt), tweets_file, one, progress=False)

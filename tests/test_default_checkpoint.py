@@ -45,6 +45,21 @@ def test_evaluating_the_stored_file_reproduces_the_card(predictor):
         assert scores["overall"][key] == pytest.approx(card["test"]["overall"][key], abs=1e-9)
 
 
+def test_bf16_on_cpu_keeps_the_default_checkpoint_s_tags(predictor):
+    """The opt-in CPU bf16 path (predict --precision bf16) may move a tweet or two, not the scores."""
+    from conftest import shared_data
+    from itjner.data import read_conll
+    from itjner.metrics import entity_scores
+
+    tweets = read_conll(shared_data("twitter2017") / "valid.txt")[:300]
+    fast = Predictor(predictor.model, predictor.tokenizer, precision="bf16")
+    exact, approx = predictor.predict(tweets), fast.predict(tweets)
+    assert sum(a.tags != b.tags for a, b in zip(exact, approx)) <= 6
+    gold = [t.tags for t in tweets]
+    f1 = [entity_scores(gold, [p.tags for p in preds])["overall"]["f1"] for preds in (exact, approx)]
+    assert abs(f1[0] - f1[1]) < 1.0
+
+
 def test_toy_world_checkpoint_reads_the_image():
     """The shipped toy-world model types an ambiguous name from the image alone."""
     import io
