@@ -84,8 +84,11 @@ def cmd_predict(args) -> int:
     return 0
 
 
-PRECISION_HELP = ("auto: bf16 autocast on GPU, exact fp32 on CPU; bf16: autocast on the CPU too (faster on CPUs "
-                  "with AVX512-BF16/AMX, may change a few tags)")
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    """--precision, checked by the Predictor (predict.PRECISIONS): a bad name is a one-line error, exit code 2."""
+    parser.add_argument("--precision", default="auto",
+                        help="auto (default): bf16 autocast on GPU, exact fp32 on CPU; fp32; bf16: autocast on the "
+                             "CPU too (faster on CPUs with AVX512-BF16/AMX, may change a few tags)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--caption-source")
     e.add_argument("--json", help="also write the scores as JSON here")
     e.add_argument("--device")
-    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=PRECISION_HELP)
+    _add_precision(e)
     e.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="tag a file of tweets into JSONL (resumable; shards under torchrun)")
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", help="model folder (default: the embedded checkpoint)")
     pr.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--device")
-    pr.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help=PRECISION_HELP)
+    _add_precision(pr)
     pr.set_defaults(func=cmd_predict)
 
     from .labelstudio import add_cli

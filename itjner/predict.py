@@ -26,12 +26,16 @@ def default_device(device: str | None = None) -> torch.device:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
 def _autocast(device: torch.device, precision: str = "auto"):
     """auto: bf16 autocast on GPU, exact fp32 on CPU. bf16 on a CPU is opt-in: on one with AVX512-BF16 or AMX it tagged
     Twitter-2017 dev 1.8x faster with 1 of 723 tweets changed (README); on other CPUs it is emulated and slow."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+    if check_precision(precision) == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -154,8 +158,7 @@ class Predictor:
     def __init__(self, model: ITJNERModel, tokenizer, name: str = "itjner", card: dict | None = None,
                  caption_source: str | None = None, cache_dir=None, precision: str = "auto"):
         """precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", or "bf16" (autocast on any device)."""
-        _autocast(torch.device("cpu"), precision)  # validates the name
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.model, self.tokenizer, self.name, self.card = model, tokenizer, name, card or {}
         self.config = model.config
         self.device = next(model.parameters()).device
