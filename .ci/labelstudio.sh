@@ -5,11 +5,11 @@
 #   .ci/labelstudio.sh start [DATA_DIR]   # start on 127.0.0.1:<free port> with a fresh data dir; prints
 #                                         #   LS_URL=..., LS_TOKEN=..., LS_PID=..., LS_DATA=... (eval-able)
 #   .ci/labelstudio.sh stop PID           # SIGTERM (SIGINT is ignored when Label Studio runs in the background)
-#   .ci/labelstudio.sh test               # install if needed, then run tests/test_labelstudio.py with CI=true
+#   .ci/labelstudio.sh test               # install if needed, then run the labelstudio-marked tests with CI=true
 #
 # Environment: LS_VENV (venv path), LS_TOKEN (legacy API token, 6-40 chars; default a fixed test token),
 # LS_PORT (default: a free port), LS_TIMEOUT (seconds to wait for /health, default 180).
-# The pytest fixture (tests/conftest_ls.py) does the same start/stop in Python; it finds the server executable via
+# The pytest fixture (tests/fixtures/labelstudio_server.py) does the same start/stop in Python; it finds the server executable via
 # ITJNER_LS_BIN, defaulting to .venv-ls/bin/label-studio.
 set -euo pipefail
 
@@ -82,7 +82,7 @@ stop() {
 run_tests() {
     install
     cd "$REPO"
-    CI=true ITJNER_LS_BIN="$LS_VENV/bin/label-studio" "$REPO/.venv/bin/python" -m pytest -q tests/test_labelstudio.py "$@"
+    CI=true ITJNER_LS_BIN="$LS_VENV/bin/label-studio" "$REPO/.venv/bin/python" -m pytest -q -m labelstudio tests "$@"
 }
 
 cmd="${1:-}"; shift || true

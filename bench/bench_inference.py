@@ -15,21 +15,22 @@ import json
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from PIL import Image
+from itjner import runtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+runtime.prepare()  # before torch loads: passive OpenMP waiting
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from itjner.backbones import load_benchmark_tokenizer, load_image_backbone, load_text_encoder, load_tokenizer  # noqa: E402
 from itjner.configuration_itjner import preset  # noqa: E402
 from itjner.data import Tweet, read_conll, tokenize  # noqa: E402
-from itjner.dataset import collate  # noqa: E402
+from itjner.batching import collate  # noqa: E402
 from itjner.modeling_itjner import ITJNERModel  # noqa: E402
 from itjner.predict import Predictor  # noqa: E402
 

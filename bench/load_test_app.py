@@ -23,7 +23,6 @@ from pathlib import Path
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-sys.path.insert(0, str(REPO))
 
 SUBJECTS = ["Obama", "Taylor Swift", "Messi", "Angela Merkel", "Drake"]
 PLACES = ["Paris", "London", "New York", "Texas", "Berlin", "Tokyo"]

@@ -20,7 +20,6 @@ gold chunks and the column to its number of predicted chunks.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -46,14 +45,7 @@ class ChunkError:
 
 
 def _chunk_json(ent: Entity | None, tokens: Sequence[str] | None) -> dict | None:
-    if ent is None:
-        return None
-    row = {"type": ent.type, "start": ent.start, "end": ent.end}
-    if tokens is not None:
-        row["text"] = " ".join(tokens[ent.start:ent.end])
-    if ent.score is not None:
-        row["score"] = round(float(ent.score), 4)
-    return row
+    return None if ent is None else ent.to_json(tokens)
 
 
 def _overlap(a: Entity, b: Entity) -> int:
@@ -177,11 +169,6 @@ def filter_rows(rows: Iterable[dict], kinds: Iterable[str] | None = None, types:
                 out.append(row)
                 break
     return out
-
-
-def error_counts(rows: Iterable[dict]) -> Counter:
-    """Number of chunk errors of each kind over all rows."""
-    return Counter(err["kind"] for row in rows for err in row["errors"])
 
 
 @dataclass

@@ -144,6 +144,16 @@ class ImageGridEncoder(nn.Module):
         return fmap.flatten(2).transpose(1, 2).contiguous()
 
     @torch.inference_mode()
+    def features_of_images(self, images, batch_size: int = 16) -> list[torch.Tensor]:
+        """Decoded PIL images -> (regions, C) float CPU features each, `batch_size` images per backbone call."""
+        device = next(self.parameters()).device
+        out: list[torch.Tensor] = []
+        for start in range(0, len(images), batch_size):
+            pixels = torch.stack([self.preprocess(img) for img in images[start:start + batch_size]])
+            out.extend(self.features(pixels.to(device)).float().cpu())
+        return out
+
+    @torch.inference_mode()
     def classify_features(self, feats: torch.Tensor) -> torch.Tensor:
         """ImageNet logits from cached region features (B, regions, C): the classifier head alone, no CNN pass."""
         b, n, c = feats.shape
@@ -153,12 +163,6 @@ class ImageGridEncoder(nn.Module):
             return self.net._fc(fmap.mean(dim=(2, 3)))
         return self.net.forward_head(fmap)
 
-    @torch.inference_mode()
-    def classify(self, pixels: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits (B, 1000) for backbones that keep their classifier (used by the `tags` captions)."""
-        if self.kind == "efficientnet-lite":
-            return self.net(pixels)
-        return self.net.forward_head(self.net.forward_features(pixels))
 
 
 def load_image_backbone(name: str, random_init: bool = False) -> ImageGridEncoder:

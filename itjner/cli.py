@@ -1,21 +1,21 @@
-"""`python -m itjner {train,evaluate,predict,export,labelstudio}`."""
+"""One command line: `itjner {app,train,evaluate,predict,export,labelstudio,caption,toyworld}` (also
+`python -m itjner ...`). Heavy imports happen inside each command, so `itjner --help` answers at once."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import os
 import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
+# Commands with their own parser in their own module: `itjner NAME ...` hands the rest of the line to MODULE.main.
+DELEGATED = {
+    "app": ("itjner.app", "start the Gradio demo (same as `python app.py`)"),
+    "caption": ("itjner.captioning.train", "train / evaluate / run the region-attention captioner"),
+    "toyworld": ("itjner.toyworld", "the toy world only the image can solve: generate data, run the experiment"),
+}
 
 
 def cmd_train(args) -> int:
@@ -38,7 +38,7 @@ def cmd_train(args) -> int:
                    caption_source=args.caption_source)
     if result.get("best_dev") is None:  # a non-zero torchrun rank: rank 0 saves and reports
         return 0
-    _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["python", "-m", "itjner"] + sys.argv[1:]))
+    _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["itjner"] + sys.argv[1:]))
     dev = result["best_dev"]["overall"]
     print(f"best dev P {dev['precision']:.2f} R {dev['recall']:.2f} F1 {dev['f1']:.2f}; checkpoint in {args.out}")
     return 0
@@ -76,7 +76,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .batch import predict_file
+    from .predict_files import predict_file
 
     predictor = get_predictor(args.checkpoint, args.device, args.precision)
     n = predict_file(predictor, args.data, args.out, args.images, batch_size=args.batch_size)
@@ -92,12 +92,14 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m itjner", description="ITJNER: image-text joint NER for tweets")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="itjner", description="ITJNER: image-text joint NER for tweets")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text + f" (itjner {name} --help)", add_help=False)
 
     t = sub.add_parser("train", help="train on a Twitter CoNLL dataset folder (train/valid/test.txt)")
     t.add_argument("--preset", default="lite", choices=["paper", "lite", "tiny"])
-    t.add_argument("--data", required=True, help="dataset folder, e.g. ../shared/data/twitter2017")
+    t.add_argument("--data", required=True, help="dataset folder, e.g. data/twitter2017")
     t.add_argument("--images", help="folder with <IMGID>.jpg images (optional; missing images are masked)")
     t.add_argument("--out", required=True, help="checkpoint folder to write")
     for flag in ("no-caption", "no-gate", "no-image-text", "text-only"):
@@ -141,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(pr)
     pr.set_defaults(func=cmd_predict)
 
-    from .labelstudio import add_cli
+    from .labelstudio.cli import add_cli
 
     add_cli(sub, get_predictor)
     return parser
@@ -149,17 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def get_predictor(checkpoint: str | None = None, device: str | None = None, precision: str = "auto"):
     """The checkpoint a CLI tags with: the given folder, else the embedded default."""
-    from .predict import DEFAULT_CHECKPOINT, Predictor
+    from .checkpoints import DEFAULT_CHECKPOINT
+    from .predict import Predictor
 
     return Predictor.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device, precision=precision)
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_transformers()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from . import runtime
+
+    runtime.prepare()  # before torch is imported
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED:
+        return importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
+    args = build_parser().parse_args(argv)
+    runtime.quiet_transformers()
     from .backbones import BackboneUnavailable
-    from .labelstudio import LabelStudioError
+    from .labelstudio.client import LabelStudioError
 
     try:
         return args.func(args)

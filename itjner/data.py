@@ -44,6 +44,15 @@ class Entity:
     def key(self) -> tuple[str, int, int]:
         return (self.type, self.start, self.end)
 
+    def to_json(self, tokens: Sequence[str] | None = None) -> dict:
+        """{"type", "start", "end"} (+ "text" when the tweet's tokens are given, + "score" when predicted)."""
+        row = {"type": self.type, "start": self.start, "end": self.end}
+        if tokens is not None:
+            row["text"] = " ".join(tokens[self.start:self.end])
+        if self.score is not None:
+            row["score"] = round(float(self.score), 4)
+        return row
+
 
 def normalize_tag(tag: str) -> str:
     """Map a dataset tag onto LABELS (`B-OTHER` -> `B-MISC`); unknown types raise a clear error."""
@@ -193,3 +202,10 @@ class Prediction:
     caption: str = ""
     image_problem: str | None = None  # None when the image was used; else why the image branch was masked
     details: dict | None = None  # attention maps, gate values, caption attention (only when asked for)
+
+    def to_json(self) -> dict:
+        """The prediction as one JSON object (prediction files, the app's JSON view); details are left out."""
+        tokens = self.tweet.tokens
+        return {"image_id": self.tweet.image_id, "tokens": list(tokens), "tags": list(self.tags),
+                "entities": [e.to_json(tokens) for e in self.entities], "score": round(float(self.score), 4),
+                "caption": self.caption, "image_problem": self.image_problem}

@@ -45,13 +45,6 @@ def attention_grid(attn: np.ndarray, words: Sequence[int], head: int | None = No
     return weights.reshape(side, side)
 
 
-def region_box(index: int, size: tuple[int, int], side: int = 7) -> tuple[float, float, float, float]:
-    """Pixel rectangle (x0, y0, x1, y1) of row-major region `index` on an image of `size` = (W, H)."""
-    w, h = size
-    r, c = divmod(index, side)
-    return (c * w / side, r * h / side, (c + 1) * w / side, (r + 1) * h / side)
-
-
 @lru_cache(maxsize=4)
 def _colormap(name: str) -> np.ndarray:
     from matplotlib import colormaps

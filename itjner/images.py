@@ -10,14 +10,17 @@ import hashlib
 import io
 import os
 import warnings
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 
-MAX_PIXELS = 40_000_000  # Pillow's bomb guard: larger images are refused, not decoded
+from .caching import LRUCache
+
+MAX_PIXELS = 40_000_000  # decoded size limit: larger JPEGs are decoded reduced (libjpeg), other formats refused
+MIN_SIDE = 8             # smaller images are refused: too small for 7x7 regions to mean anything
 
 
 class ImageError(ValueError):
@@ -33,18 +36,18 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     min_side: the image only feeds a backbone that resizes to min_side x min_side, so a large JPEG may be decoded at
     1/2, 1/4 or 1/8 scale in libjpeg (never below min_side on either side): a 1600x1200 photo decodes and
     preprocesses in 5 ms instead of 20 ms. Images already near min_side are decoded exactly as without it."""
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size checks below decide
             image = Image.open(io.BytesIO(data))
-            if min_side:
-                image.draft(None, (min_side, min_side))
+            _reduce_or_refuse(image, min_side)
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"image too large to decode safely ({err})") from err
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:  # Pillow refuses past 2x its own limit before anything is decoded
+        raise ImageError("the image is too large to decode safely (over ~180 megapixels)") from None
     except Exception as err:  # Pillow raises many types for corrupt input
-        raise ImageError(f"not a readable image ({err.__class__.__name__}: {err})") from err
+        raise ImageError(_unreadable(err)) from None
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         background = Image.new("RGB", image.size, "white")
@@ -53,6 +56,33 @@ def decode_image(data: bytes, min_side: int | None = None) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I", "F"):
         image = image.point(lambda v: v / 256).convert("L") if image.mode != "F" else image.convert("L")
     return image.convert("RGB")
+
+
+def _reduce_or_refuse(image: Image.Image, min_side: int | None) -> None:
+    """Decode a JPEG at 1/2, 1/4 or 1/8 scale when the caller needs less (min_side) or when it is over MAX_PIXELS
+    (a 100-megapixel phone photo); refuse other formats over MAX_PIXELS, and images too small to show regions."""
+    w, h = image.size
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"the image is too small to read ({w}x{h} pixels; at least {MIN_SIDE} on each side)")
+    if min_side and image.format == "JPEG":
+        image.draft(None, (min_side, min_side))
+    if image.size[0] * image.size[1] > MAX_PIXELS and image.format == "JPEG":
+        scale = 2
+        while w * h / (scale * scale) > MAX_PIXELS and scale < 8:
+            scale *= 2
+        image.draft(None, (w // scale, h // scale))
+    if image.size[0] * image.size[1] > MAX_PIXELS:
+        raise ImageError(f"the image is too large to decode safely ({w}x{h} = {w * h / 1e6:.0f} megapixels; "
+                         f"at most {MAX_PIXELS / 1e6:.0f} for non-JPEG images)")
+
+
+def _unreadable(err: Exception) -> str:
+    """A user-facing reason, without Python internals (object reprs, addresses)."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not a readable image (unknown or corrupt image format)"
+    if isinstance(err, OSError) and "truncated" in str(err).lower():
+        return "not a readable image (the file is truncated)"
+    return f"not a readable image (corrupt data: {err.__class__.__name__})"
 
 
 def image_path(images_dir: str | Path | None, image_id: str) -> Path | None:
@@ -107,16 +137,15 @@ class FeatureStore:
         self.dir = root / backbone.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.batch_size = batch_size
-        self.max_in_memory = max_in_memory
-        self.memory: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.memory: LRUCache[torch.Tensor] = LRUCache(max_in_memory)
 
     def _file(self, digest: str) -> Path:
         return self.dir / f"{digest}.pt"
 
     def _lookup(self, digest: str) -> torch.Tensor | None:
-        if digest in self.memory:
-            self.memory.move_to_end(digest)
-            return self.memory[digest]
+        feats = self.memory.get(digest)
+        if feats is not None:
+            return feats
         path = self._file(digest)
         if path.exists():
             try:
@@ -124,22 +153,16 @@ class FeatureStore:
             except Exception:  # a torn write from an interrupted run: recompute
                 path.unlink(missing_ok=True)
                 return None
-            self._remember(digest, feats)
+            self.memory.put(digest, feats)
             return feats
         return None
-
-    def _remember(self, digest: str, feats: torch.Tensor) -> None:
-        self.memory[digest] = feats
-        self.memory.move_to_end(digest)
-        while len(self.memory) > self.max_in_memory:
-            self.memory.popitem(last=False)
 
     def _store(self, digest: str, feats: torch.Tensor) -> torch.Tensor:
         half = feats.half().clone()
         tmp = self._file(digest).with_name(f"{digest}.{os.getpid()}.tmp")  # one per process: torchrun ranks share it
         torch.save(half, tmp)
         tmp.replace(self._file(digest))
-        self._remember(digest, half)
+        self.memory.put(digest, half)
         return half
 
     def features_for_bytes(self, blobs: list[bytes | None]) -> tuple[list[torch.Tensor | None], list[str | None]]:
@@ -160,12 +183,9 @@ class FeatureStore:
                 todo.append((i, digest, decode_image(data, self.backbone.spec.size)))
             except ImageError as err:
                 problems[i] = f"unreadable ({err})"
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start:start + self.batch_size]
-            pixels = torch.stack([self.backbone.preprocess(img) for _, _, img in chunk])
-            out = self.backbone.features(pixels.to(_device_of(self.backbone))).float().cpu()
-            for (i, digest, _), f in zip(chunk, out):
-                feats[i] = self._store(digest, f)
+        computed = self.backbone.features_of_images([img for _, _, img in todo], self.batch_size)
+        for (i, digest, _), f in zip(todo, computed):
+            feats[i] = self._store(digest, f)
         return feats, problems
 
     def features_for_ids(self, images_dir, image_ids: list[str], report: ImageReport | None = None):
@@ -176,6 +196,3 @@ class FeatureStore:
                 report.add(image_id, problem)
         return feats, problems
 
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device

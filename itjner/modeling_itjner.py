@@ -11,13 +11,14 @@ sub-tokens and [CLS]/[SEP] carry no tag), so H and Q are only computed there (mo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .backbones import load_text_encoder
+from .checkpoints import require_checkpoint
 from .configuration_itjner import ITJNERConfig
 from .modeling_attention import SelfAttentionLayer
 from .modeling_crf import CRFDecoder
@@ -101,10 +102,12 @@ class CaptionFeatures(nn.Module):
 class ITJNERModel(nn.Module):
     def __init__(self, config: ITJNERConfig, text_encoder: nn.Module | None = None):
         super().__init__()
-        self.config = config
         if text_encoder is None:
             text_encoder = load_text_encoder(config.text_encoder, config_dict=config.text_encoder_config)
-        config.text_encoder_config = text_encoder.config.to_dict()
+        # the model's own copy records the encoder's architecture (saved with it: rebuilds offline); the caller's
+        # config is left as it was
+        config = replace(config, text_encoder_config=text_encoder.config.to_dict())
+        self.config = config
         if text_encoder.config.hidden_size != config.hidden_size:
             raise ValueError(f"hidden_size {config.hidden_size} != text encoder width {text_encoder.config.hidden_size}")
         self.text = TextFeatures(config, text_encoder)
@@ -187,8 +190,7 @@ class ITJNERModel(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{folder} is not an ITJNER checkpoint (needs config.json and model.safetensors)")
+        require_checkpoint(folder)
         config = ITJNERConfig.load(folder)
         # A frozen encoder is not stored: it comes back, pretrained, by name.
         model = cls.from_config(config) if config.freeze_text_encoder else cls(config)
@@ -203,7 +205,3 @@ class ITJNERModel(nn.Module):
     def _reloadable_by_name(self, key: str) -> bool:
         return self.config.freeze_text_encoder and key.startswith("text.encoder.")
 
-
-def load_card(folder: str | Path) -> dict:
-    path = Path(folder) / "card.json"
-    return json.loads(path.read_text()) if path.is_file() else {}

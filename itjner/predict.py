@@ -9,12 +9,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import Prediction, Tweet, bio_to_entities
-from .dataset import build_examples, collate, length_batches, to_device
+from .batching import build_examples, collate, length_batches, to_device
 from .images import FeatureStore, ImageReport, decode_image, read_image_bytes
-from .modeling_itjner import ITJNERModel, load_card
+from .checkpoints import load_card
+from .modeling_itjner import ITJNERModel
 
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "itjner-lite-twitter2017"
 
 
 def default_device(device: str | None = None) -> torch.device:
@@ -110,7 +110,7 @@ class InputPipeline:
     @property
     def captioner(self):
         if self._captioner is None:
-            from .caption_sources import make_caption_source
+            from .captioning.sources import make_caption_source
 
             self._captioner = make_caption_source(self.caption_spec, image_backbone=self.image_backbone)
         return self._captioner
@@ -182,10 +182,6 @@ class Predictor:
         other = Predictor(self.model, self.tokenizer, self.name, self.card, spec, self.inputs.cache_dir, self.precision)
         other.inputs._image_backbone, other.inputs._store = self.inputs._image_backbone, self.inputs._store
         return other
-
-    @property
-    def uses_image(self) -> bool:
-        return self.config.use_image
 
     def predict(self, tweets: list[Tweet], images_dir=None, images: list[bytes | None] | None = None,
                 given_captions: list[str | None] | None = None, details: bool = False, batch_size: int = 64,

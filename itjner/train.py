@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .backbones import load_tokenizer
 from .configuration_itjner import ITJNERConfig, TrainConfig
 from .data import Tweet, read_conll
-from .dataset import collate, to_device
+from .batching import collate, to_device
 from .distributed import barrier, mean_across, world
 from .images import ImageReport, read_image_bytes
 from .metrics import entity_scores, format_scores

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/export_checkpoint.py runs/t17/lite-s1 assets/itjner-lite-twitter2017
 
 Evaluates the fp16 copy on dev and test, records those figures in its card (the card's figures are then what
-`python -m itjner evaluate` prints for the stored file) and keeps the fp32 figures beside them for comparison.
+`itjner evaluate` prints for the stored file) and keeps the fp32 figures beside them for comparison.
 """
 import json
 import sys
@@ -11,12 +11,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from itjner.data import read_conll  # noqa: E402
-from itjner.modeling_itjner import ITJNERModel, load_card  # noqa: E402
-from itjner.predict import Predictor  # noqa: E402
-from itjner.train import evaluate_tweets, split_path  # noqa: E402
+from itjner.checkpoints import load_card
+from itjner.data import read_conll
+from itjner.modeling_itjner import ITJNERModel
+from itjner.predict import Predictor
+from itjner.train import evaluate_tweets, split_path
 
 
 def main(src: str, dst: str) -> None:

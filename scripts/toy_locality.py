@@ -10,19 +10,20 @@
 """
 import os
 import random
-import sys
 import tempfile
 from pathlib import Path
 
-import torch
-from PIL import Image
+from itjner import runtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+runtime.prepare()  # before torch loads: passive OpenMP waiting
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from itjner.backbones import load_image_backbone  # noqa: E402
 from itjner.images import FeatureStore  # noqa: E402
-from itjner.synthetic import CUE_TYPES, GRID, SIZE, _draw_cue, cells_touch, generate, load_meta  # noqa: E402
+from itjner.toyworld import CUE_TYPES, GRID, SIZE, _draw_cue, cells_touch, generate, load_meta  # noqa: E402
 
 
 @torch.inference_mode()

@@ -1,9 +1,9 @@
 import os
-from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["conftest_ls"]
+# tests/ is on pytest's pythonpath (pyproject.toml): fixtures/ holds the shared fixtures and paths
+pytest_plugins = ["fixtures.labelstudio_server"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -14,20 +14,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-DATA = SHARED / "data"
-
-
-def shared_data(name: str) -> Path:
-    """Path to a dataset under ../shared/data; skips (with the reason) only when ../shared is absent."""
-    path = DATA / name
-    if not SHARED.exists():
-        pytest.skip("../shared is absent: the Twitter datasets are read from there, never copied into the repo")
-    assert path.exists(), f"{path} missing although ../shared exists"
-    return path
-
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from itjner.backbones import imagenet_labels, load_image_backbone
-from itjner.caption import CaptionPair, TrainOptions, train_captioner
-from itjner.caption_sources import (CaptionResult, CaptionSourceUnavailable, GivenCaptionSource, TagsCaptionSource,
+from itjner.captioning.train import CaptionPair, TrainOptions, train_captioner
+from itjner.captioning.sources import (CaptionResult, CaptionSourceUnavailable, GivenCaptionSource, TagsCaptionSource,
                                     cache_captions, make_caption_source, short_label, tags_text)
 from itjner.data import Tweet
 from itjner.images import FeatureStore
@@ -67,7 +67,7 @@ def test_tags_caption_is_confident_imagenet_labels(lite):
     source = make_caption_source("tags:0.2:3", image_backbone=lite)
     assert isinstance(source, TagsCaptionSource) and source.backbone is lite  # reused, not loaded twice
     names = {short_label(label) for label in imagenet_labels()}
-    probs = lite.classify(lite.preprocess(rings())[None]).softmax(-1)[0]
+    probs = lite.classify_features(lite.features(lite.preprocess(rings())[None])).softmax(-1)[0]
     result, stage, missing = source.caption(images=[rings(), curtain(), None])
     labels = result.details["labels"]
     assert 1 <= len(labels) <= 3 and result.text == tags_text([name for name, _ in labels])

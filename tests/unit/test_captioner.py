@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from itjner.caption import CaptionPair, corpus_bleu, load_features, main, read_captions, split_by_image
+from itjner.captioning.train import CaptionPair, corpus_bleu, load_features, main, read_captions, split_by_image
 from itjner.modeling_captioner import CaptionModel, Vocabulary, tokenize
 
 SIZE, GRID = 224, 7

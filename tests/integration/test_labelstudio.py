@@ -17,10 +17,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from itjner import labelstudio as L
+from itjner.labelstudio import cli as ls_cli
+from itjner.labelstudio import client as ls_api
+from itjner.labelstudio import tasks as task_format
 from itjner.data import (Entity, Prediction, Tweet, bio_to_entities, char_offsets, entities_to_bio, format_conll,
                          parse_conll)
-from itjner.outbox import Outbox
+from itjner.labelstudio.outbox import Outbox
+
+pytestmark = [pytest.mark.labelstudio]
 
 SECRET = "sekrit-Key-4242-do-not-leak"
 
@@ -89,7 +93,7 @@ def task_dict(task) -> dict:
 
 # --------------------------------------------------------------------------------------------------- unit tests
 def test_label_config_declares_types_word_granularity_and_image():
-    cfg = L.LABEL_CONFIG
+    cfg = task_format.LABEL_CONFIG
     for t in ("PER", "LOC", "ORG", "MISC"):
         assert f'<Label value="{t}"/>' in cfg
     assert 'granularity="word"' in cfg and 'value="$image"' in cfg and 'value="$text"' in cfg
@@ -97,7 +101,7 @@ def test_label_config_declares_types_word_granularity_and_image():
 
 def test_task_layout_offsets_scores_and_adjacent_entities_stay_apart():
     pred = make_predictions()[1]  # Kevin Durant | Stephen Curry | #NBAFinals
-    task = L.task_from_prediction(pred, jpeg_bytes(), "itjner-test")
+    task = task_format.task_from_prediction(pred, jpeg_bytes(), "itjner-test")
     data = task["data"]
     assert data["text"] == "Kevin Durant Stephen Curry #NBAFinals" and data["tokens"] == pred.tweet.tokens
     assert data["image"].startswith("data:image/jpeg;base64,") and data["image_id"] == "img001"
@@ -115,41 +119,41 @@ def test_task_layout_offsets_scores_and_adjacent_entities_stay_apart():
 
 def test_no_image_gives_empty_url_and_bad_image_says_why():
     pred = make_predictions()[0]
-    assert L.task_from_prediction(pred, None, "m")["data"]["image"] == ""
-    bad = L.task_from_prediction(pred, b"\xff\xd8\xffnot really a jpeg", "m")["data"]
+    assert task_format.task_from_prediction(pred, None, "m")["data"]["image"] == ""
+    bad = task_format.task_from_prediction(pred, b"\xff\xd8\xffnot really a jpeg", "m")["data"]
     assert bad["image"] == "" or bad["image"].startswith("data:image/jpeg")
-    junk = L.task_from_prediction(pred, b"GARBAGE" * 10, "m")["data"]
+    junk = task_format.task_from_prediction(pred, b"GARBAGE" * 10, "m")["data"]
     assert junk["image"] == "" and "not a readable image" in junk["image_problem"]
-    assert L.task_from_prediction(pred, png_bytes(), "m")["data"]["image"].startswith("data:image/png;base64,")
+    assert task_format.task_from_prediction(pred, png_bytes(), "m")["data"]["image"].startswith("data:image/png;base64,")
 
 
 def test_big_images_are_downscaled_to_a_small_jpeg():
     big = Image.effect_noise((2400, 1800), 80).convert("RGB")
     buf = io.BytesIO()
     big.save(buf, format="PNG")
-    assert len(buf.getvalue()) > L.MAX_IMAGE_BYTES
-    url, problem = L.image_data_url(buf.getvalue())
+    assert len(buf.getvalue()) > task_format.MAX_IMAGE_BYTES
+    url, problem = task_format.image_data_url(buf.getvalue())
     assert problem is None and url.startswith("data:image/jpeg;base64,")
     import base64
 
     img = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-    assert max(img.size) == L.MAX_IMAGE_SIDE
+    assert max(img.size) == task_format.MAX_IMAGE_SIDE
 
 
 def test_correction_is_an_annotation_next_to_the_raw_prediction():
     pred = make_predictions()[0]
     correction = [Entity(3, 5, "PER"), Entity(6, 7, "LOC"), Entity(7, 8, "MISC")]
-    task = L.task_from_prediction(pred, None, "itjner-test", correction=correction)
+    task = task_format.task_from_prediction(pred, None, "itjner-test", correction=correction)
     assert task["data"]["itjner_origin"] == "user-correction"
     assert [r["value"]["labels"][0] for r in task["predictions"][0]["result"]] == ["PER", "PER", "LOC"]
     (ann,) = task["annotations"]
     assert [(r["value"]["text"], r["value"]["labels"]) for r in ann["result"]] == \
         [("Barack Obama", ["PER"]), ("Paris", ["LOC"]), ("today", ["MISC"])]
-    assert task["data"]["itjner_key"] != L.task_from_prediction(pred, None, "itjner-test")["data"]["itjner_key"]
+    assert task["data"]["itjner_key"] != task_format.task_from_prediction(pred, None, "itjner-test")["data"]["itjner_key"]
     # same tweet and correction -> same key whatever the model version or scores
-    assert task["data"]["itjner_key"] == L.task_from_prediction(pred, None, "v2", correction=correction[::-1]
+    assert task["data"]["itjner_key"] == task_format.task_from_prediction(pred, None, "v2", correction=correction[::-1]
                                                                 )["data"]["itjner_key"]
-    assert L.task_from_prediction(pred, None, "m", task_key="given")["data"]["itjner_key"] == "given"
+    assert task_format.task_from_prediction(pred, None, "m", task_key="given")["data"]["itjner_key"] == "given"
 
 
 def test_spans_map_back_to_exact_bio_for_random_taggings():
@@ -158,9 +162,9 @@ def test_spans_map_back_to_exact_bio_for_random_taggings():
     for _ in range(500):
         tokens = [rng.choice(VOCAB + ["a", "😂😂", "x.y"]) for _ in range(rng.randint(1, 15))]
         tags = entities_to_bio(bio_to_entities([rng.choice(tags_pool) for _ in tokens]), len(tokens))  # canonical
-        results = L.entity_results(tokens, bio_to_entities(tags))
+        results = task_format.entity_results(tokens, bio_to_entities(tags))
         problems = []
-        back = L.result_to_entities(tokens, results, problems)
+        back = task_format.result_to_entities(tokens, results, problems)
         assert entities_to_bio(back, len(tokens)) == tags and problems == []
 
 
@@ -172,10 +176,10 @@ def test_partial_and_odd_regions_map_to_whole_words():
           "value": {"start": 13, "end": 15, "labels": ["LOC"]}}  # "Ne": part of one word
     other = {"type": "choices", "from_name": "sentiment", "to_name": "text", "value": {"choices": ["pos"]}}
     problems = []
-    ents = L.result_to_entities(tokens, [r, r2, other], problems)
+    ents = task_format.result_to_entities(tokens, [r, r2, other], problems)
     assert entities_to_bio(ents, len(tokens)) == ["O", "B-PER", "O", "B-LOC", "O"]
     overlap = [region(tokens, 3, 5, "LOC"), region(tokens, 4, 5, "ORG")]
-    assert entities_to_bio(L.result_to_entities(tokens, overlap, problems), 5) == ["O", "O", "O", "B-LOC", "I-LOC"]
+    assert entities_to_bio(task_format.result_to_entities(tokens, overlap, problems), 5) == ["O", "O", "O", "B-LOC", "I-LOC"]
     assert any("overlaps" in p for p in problems)
 
 
@@ -183,27 +187,27 @@ def test_latest_annotation_skips_cancelled_and_uses_update_time():
     anns = [{"id": 1, "updated_at": "2026-01-01T10:00:00Z", "result": []},
             {"id": 3, "updated_at": "2026-01-01T09:00:00Z", "result": []},
             {"id": 2, "updated_at": "2026-01-01T11:00:00Z", "was_cancelled": True, "result": []}]
-    assert L.latest_annotation(anns)["id"] == 1
-    assert L.latest_annotation([]) is None
+    assert task_format.latest_annotation(anns)["id"] == 1
+    assert task_format.latest_annotation([]) is None
 
 
 def test_order_by_uncertainty_puts_least_confident_first():
     preds = make_predictions()
-    ordered = L.order_predictions(preds, "uncertainty")
+    ordered = task_format.order_predictions(preds, "uncertainty")
     assert [p.score for p in ordered] == sorted(p.score for p in preds)
-    assert L.order_predictions(preds, "file") == preds
+    assert task_format.order_predictions(preds, "file") == preds
     with pytest.raises(ValueError):
-        L.order_predictions(preds, "random")
+        task_format.order_predictions(preds, "random")
 
 
 def test_api_key_never_in_messages_or_repr(monkeypatch):
-    client = L.LabelStudioClient("http://127.0.0.1:9", SECRET, timeout=2)
+    client = ls_api.LabelStudioClient("http://127.0.0.1:9", SECRET, timeout=2)
     assert SECRET not in repr(client) and SECRET not in str(client) and SECRET not in repr(vars(client))
     with pytest.raises(TypeError):
         pickle.dumps(client)
     assert copy.deepcopy(client) is client  # UI state may deep-copy it: shared, not pickled
     # server down
-    with pytest.raises(L.LabelStudioUnavailable) as down:
+    with pytest.raises(ls_api.LabelStudioUnavailable) as down:
         client.check()
     assert "unreachable" in str(down.value) and SECRET not in str(down.value) and SECRET not in repr(down.value)
     assert down.value.__cause__ is None and down.value.__suppress_context__
@@ -216,7 +220,7 @@ def test_api_key_never_in_messages_or_repr(monkeypatch):
 
     client._sdk = LabelStudio(base_url=client.url, api_key=SECRET, max_retries=0,
                               httpx_client=httpx.Client(transport=httpx.MockTransport(echo_401)))
-    with pytest.raises(L.LabelStudioAuthError) as refused:
+    with pytest.raises(ls_api.LabelStudioAuthError) as refused:
         client.check()
     msg = str(refused.value)
     assert msg.startswith("Label Studio at http://127.0.0.1:9 refused the API key") and SECRET not in msg
@@ -227,7 +231,7 @@ def test_api_key_never_in_messages_or_repr(monkeypatch):
 
     client._sdk = LabelStudio(base_url=client.url, api_key=SECRET, max_retries=0,
                               httpx_client=httpx.Client(transport=httpx.MockTransport(echo_500)))
-    with pytest.raises(L.LabelStudioError) as err:
+    with pytest.raises(ls_api.LabelStudioError) as err:
         client.check()
     assert "HTTP 500" in str(err.value) and SECRET not in str(err.value)
 
@@ -235,19 +239,19 @@ def test_api_key_never_in_messages_or_repr(monkeypatch):
     import jwt as pyjwt
 
     expired = pyjwt.encode({"exp": 1, "token_type": "refresh"}, "k" * 32, algorithm="HS256")
-    with pytest.raises(L.LabelStudioAuthError) as old:
-        L.connect("http://127.0.0.1:9", expired)
+    with pytest.raises(ls_api.LabelStudioAuthError) as old:
+        ls_api.connect("http://127.0.0.1:9", expired)
     assert expired not in str(old.value)
 
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
-    with pytest.raises(L.LabelStudioAuthError, match="LABEL_STUDIO_API_KEY"):
-        L.LabelStudioClient("http://127.0.0.1:9")
+    with pytest.raises(ls_api.LabelStudioAuthError, match="LABEL_STUDIO_API_KEY"):
+        ls_api.LabelStudioClient("http://127.0.0.1:9")
 
 
 def test_url_and_key_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("LABEL_STUDIO_URL", "http://127.0.0.1:9/")
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", SECRET)
-    client = L.LabelStudioClient()
+    client = ls_api.LabelStudioClient()
     assert client.url == "http://127.0.0.1:9" and SECRET not in repr(client)
 
 
@@ -255,7 +259,7 @@ def test_outbox_persists_and_enqueue_is_idempotent(tmp_path, monkeypatch):
     monkeypatch.setenv("ITJNER_DATA_DIR", str(tmp_path / "data"))
     box = Outbox()
     assert box.path == tmp_path / "data" / "outbox.sqlite"
-    tasks = [L.task_from_prediction(p, None, "m") for p in make_predictions(3)]
+    tasks = [task_format.task_from_prediction(p, None, "m") for p in make_predictions(3)]
     ids = [box.enqueue(t, 5) for t in tasks]
     assert ids == [box.enqueue(t, 5) for t in tasks] and len(set(ids)) == 3
     assert Outbox(tmp_path / "data").pending_count() == 3  # a new process sees them
@@ -270,7 +274,7 @@ def test_export_writes_tasks_json_without_a_server(tmp_path):
     (images / "img000.jpg").write_bytes(jpeg_bytes())
     (images / "img001.jpg").write_bytes(b"broken")
     out = tmp_path / "tasks.json"
-    assert L.export_tasks_json(preds, images, "itjner-v1", out, order="uncertainty") == 5
+    assert task_format.export_tasks_json(preds, images, "itjner-v1", out, order="uncertainty") == 5
     tasks = json.loads(out.read_text(encoding="utf-8"))
     assert [t["predictions"][0]["score"] for t in tasks] == sorted(p.score for p in preds)
     by_id = {t["data"]["image_id"]: t for t in tasks}
@@ -282,13 +286,13 @@ def test_export_writes_tasks_json_without_a_server(tmp_path):
 # ------------------------------------------------------------------------------------------ against the server
 def test_push_20_tweets_reads_back_exactly(ls_client, ls_project):
     preds = make_predictions(20)
-    tasks = L.build_tasks(preds, None, "itjner-test", order="uncertainty")
-    tasks[0]["data"]["image"] = L.image_data_url(jpeg_bytes())[0]
+    tasks = task_format.build_tasks(preds, None, "itjner-test", order="uncertainty")
+    tasks[0]["data"]["image"] = task_format.image_data_url(jpeg_bytes())[0]
     pushed = ls_client.push_tasks(ls_project, tasks)
     assert len(pushed.created) == 20 and pushed.skipped == []
     assert ls_client.count_tasks(ls_project) == 20
 
-    by_key = {t["data"]["itjner_key"]: p for t, p in zip(tasks, L.order_predictions(preds, "uncertainty"))}
+    by_key = {t["data"]["itjner_key"]: p for t, p in zip(tasks, task_format.order_predictions(preds, "uncertainty"))}
     server = sorted((task_dict(t) for t in ls_client.list_tasks(ls_project, page_size=7)), key=lambda t: t["id"])
     assert len(server) == 20  # all three pages
     # created in the requested order: least confident first
@@ -309,7 +313,7 @@ def test_push_20_tweets_reads_back_exactly(ls_client, ls_project):
                 for e in pred.entities]
         assert got == want
         # and the regions map back to the predicted tags
-        assert entities_to_bio(L.result_to_entities(tokens, sp["result"]), len(tokens)) == pred.tags
+        assert entities_to_bio(task_format.result_to_entities(tokens, sp["result"]), len(tokens)) == pred.tags
         n_regions += len(got)
     assert n_regions == sum(len(p.entities) for p in preds) > 20
 
@@ -319,7 +323,7 @@ def test_push_20_tweets_reads_back_exactly(ls_client, ls_project):
 
 def test_human_annotation_is_pulled_as_exact_conll(ls_server, ls_client, ls_project, tmp_path, monkeypatch):
     preds = make_predictions(4)
-    tasks = L.build_tasks(preds, None, "itjner-test")
+    tasks = task_format.build_tasks(preds, None, "itjner-test")
     ids = ls_client.push_tasks(ls_project, tasks).created
     sdk = ls_client.sdk
     t0, t1, t2 = (p.tweet.tokens for p in preds[:3])
@@ -352,14 +356,14 @@ def test_human_annotation_is_pulled_as_exact_conll(ls_server, ls_client, ls_proj
     out = tmp_path / "corrected.txt"
     args = argparse.Namespace(url=ls_client.url, api_key=None, project=ls_project, out=str(out))
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls_server.token)
-    assert L.cmd_pull(args) == 0
+    assert ls_cli.cmd_pull(args) == 0
     assert out.read_text(encoding="utf-8") == expected
 
 
 def test_correction_from_the_app_arrives_as_annotation_and_is_pulled(ls_client, ls_project):
     pred = make_predictions(1)[0]
     correction = [Entity(1, 2, "PER"), Entity(3, 5, "PER"), Entity(6, 7, "LOC"), Entity(7, 8, "MISC")]
-    task = L.task_from_prediction(pred, jpeg_bytes(), "itjner-test", correction=correction)
+    task = task_format.task_from_prediction(pred, jpeg_bytes(), "itjner-test", correction=correction)
     (task_id,) = ls_client.push_tasks(ls_project, [task]).created
     (server,) = [task_dict(t) for t in ls_client.list_tasks(ls_project)]
     assert server["id"] == task_id and server["data"]["itjner_origin"] == "user-correction"
@@ -371,18 +375,18 @@ def test_correction_from_the_app_arrives_as_annotation_and_is_pulled(ls_client, 
 
 def test_outbox_survives_a_server_outage_and_resends_exactly_once(ls_server_factory, tmp_path):
     server = ls_server_factory("outbox")
-    client = L.connect(server.url, server.token, timeout=10)
+    client = ls_api.connect(server.url, server.token, timeout=10)
     project = client.create_project("outbox")
     server.stop()
 
     box = Outbox(tmp_path / "box")
     preds = make_predictions(4)
     corrections = [[Entity(0, 1, "PER")], [Entity(0, 2, "PER")], [], [Entity(0, 1, "ORG")]]
-    tasks = [L.task_from_prediction(p, None, "itjner-test", correction=c) for p, c in zip(preds, corrections)]
+    tasks = [task_format.task_from_prediction(p, None, "itjner-test", correction=c) for p, c in zip(preds, corrections)]
     for task in tasks[:3]:
         box.enqueue(task, project)
     t0 = time.monotonic()
-    down = box.flush(L.LabelStudioClient(server.url, server.token, timeout=5))
+    down = box.flush(ls_api.LabelStudioClient(server.url, server.token, timeout=5))
     assert time.monotonic() - t0 < 10, "a dead server must fail fast"
     assert (down.sent, down.failed, down.pending) == (0, 3, 3)
     assert "unreachable" in down.error and box.status_line().startswith("3 queued: Label Studio at ")
@@ -392,7 +396,7 @@ def test_outbox_survives_a_server_outage_and_resends_exactly_once(ls_server_fact
     t0 = time.monotonic()
     server.start()
     restart_s = time.monotonic() - t0
-    client = L.connect(server.url, server.token)
+    client = ls_api.connect(server.url, server.token)
     assert client.count_tasks(project) == 0
     up = box.flush(client)
     assert (up.sent, up.already, up.failed, up.pending, up.error) == (3, 0, 0, 0, None)
@@ -418,16 +422,16 @@ def test_outbox_survives_a_server_outage_and_resends_exactly_once(ls_server_fact
 
 def test_wrong_key_is_a_clear_error_and_keeps_the_queue(ls_server, tmp_path):
     wrong = "wrong-" + SECRET
-    with pytest.raises(L.LabelStudioAuthError) as err:
-        L.connect(ls_server.url, wrong)
+    with pytest.raises(ls_api.LabelStudioAuthError) as err:
+        ls_api.connect(ls_server.url, wrong)
     assert str(err.value).startswith(f"Label Studio at {ls_server.url} refused the API key")
     assert wrong not in str(err.value) and wrong not in repr(err.value)
 
-    good = L.connect(ls_server.url, ls_server.token)
+    good = ls_api.connect(ls_server.url, ls_server.token)
     project = good.create_project("wrong key")
     box = Outbox(tmp_path / "box")
-    box.enqueue(L.task_from_prediction(make_predictions(1)[0], None, "m", correction=[]), project)
-    refused = box.flush(L.LabelStudioClient(ls_server.url, wrong))
+    box.enqueue(task_format.task_from_prediction(make_predictions(1)[0], None, "m", correction=[]), project)
+    refused = box.flush(ls_api.LabelStudioClient(ls_server.url, wrong))
     assert (refused.sent, refused.pending) == (0, 1) and "refused the API key" in refused.error
     assert box.items()[0]["last_reason"] == "refused key"
     assert box.status_line().startswith("1 queued: Label Studio at ") and wrong not in box.status_line()
@@ -439,7 +443,7 @@ def test_wrong_key_is_a_clear_error_and_keeps_the_queue(ls_server, tmp_path):
 def test_personal_access_token_works_too(ls_client):
     pat = ls_client.sdk.tokens.create().token  # a JWT refresh token; the SDK exchanges it for access tokens
     assert pat.count(".") == 2
-    client = L.connect(ls_client.url, pat)
+    client = ls_api.connect(ls_client.url, pat)
     assert client.check()["email"] == "admin@example.com" and pat not in repr(client)
 
 
@@ -450,7 +454,7 @@ def test_exported_tasks_json_imports_into_the_server(ls_client, tmp_path):
     (images / "img000.jpg").write_bytes(jpeg_bytes())
     (images / "img002.jpg").write_bytes(png_bytes())  # a PNG saved as .jpg is still sent as a PNG
     out = tmp_path / "tasks.json"
-    L.export_tasks_json(preds, images, "itjner-export", out)
+    task_format.export_tasks_json(preds, images, "itjner-export", out)
     project = ls_client.create_project("import from file")
     ls_client.sdk.projects.import_tasks(id=project, request=json.loads(out.read_text(encoding="utf-8")))
     server = sorted((task_dict(t) for t in ls_client.list_tasks(project)), key=lambda t: t["id"])
@@ -459,7 +463,7 @@ def test_exported_tasks_json_imports_into_the_server(ls_client, tmp_path):
         (sp,) = task["predictions"]
         assert sp["model_version"] == "itjner-export" and sp["score"] == pytest.approx(pred.score)
         assert [r["value"]["labels"][0] for r in sp["result"]] == [e.type for e in pred.entities]
-        assert entities_to_bio(L.result_to_entities(task["data"]["tokens"], sp["result"]),
+        assert entities_to_bio(task_format.result_to_entities(task["data"]["tokens"], sp["result"]),
                                len(pred.tweet.tokens)) == pred.tags
     assert server[0]["data"]["image"].startswith("data:image/jpeg;base64,")
     assert server[2]["data"]["image"].startswith("data:image/png;base64,")
@@ -483,7 +487,7 @@ class StubPredictor:
 def _cli(get_predictor):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    L.add_cli(sub, get_predictor)
+    ls_cli.add_cli(sub, get_predictor)
     return parser
 
 
@@ -500,7 +504,7 @@ def test_cli_push_pull_and_export(ls_server, tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "6 task(s) created" in out
     project = int(out.split("project ")[1].split()[0])
-    client = L.connect(ls_server.url, ls_server.token)
+    client = ls_api.connect(ls_server.url, ls_server.token)
     server = sorted((task_dict(t) for t in client.list_tasks(project)), key=lambda t: t["id"])
     assert [t["predictions"][0]["score"] for t in server] == sorted(p.score for p in make_predictions(6))
     assert all(t["predictions"][0]["model_version"] == "stub-1" for t in server)
@@ -523,7 +527,7 @@ def test_cli_push_pull_and_export(ls_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", SECRET)
     args = parser.parse_args(["labelstudio", "pull", "--url", ls_server.url, "--project", str(project),
                               "--out", str(tmp_path / "d.txt")])
-    with pytest.raises(L.LabelStudioAuthError) as err:
+    with pytest.raises(ls_api.LabelStudioAuthError) as err:
         args.func(args)
     assert SECRET not in str(err.value)
 
@@ -544,7 +548,7 @@ def test_cli_push_end_to_end_with_the_real_predictor(ls_server, tmp_path, monkey
                               "--data", str(data), "--checkpoint", str(tmp_path / "ckpt"), "--order", "uncertainty"])
     assert args.func(args) == 0
     project = int(capsys.readouterr().out.split("project ")[1].split()[0])
-    client = L.connect(ls_server.url, ls_server.token)
+    client = ls_api.connect(ls_server.url, ls_server.token)
     server = sorted((task_dict(t) for t in client.list_tasks(project)), key=lambda t: t["id"])
     assert len(server) == 5
     scores = [t["predictions"][0]["score"] for t in server]
@@ -553,6 +557,6 @@ def test_cli_push_end_to_end_with_the_real_predictor(ls_server, tmp_path, monkey
     assert sorted(t["data"]["tokens"] for t in server) == sorted(t.tokens for t in tweets)
     for task in server:  # every region is a whole-word span with one of our labels
         tokens = task["data"]["tokens"]
-        ents = L.result_to_entities(tokens, task["predictions"][0]["result"])
+        ents = task_format.result_to_entities(tokens, task["predictions"][0]["result"])
         assert len(ents) == len(task["predictions"][0]["result"])
         assert all(e.type in ("PER", "LOC", "ORG", "MISC") for e in ents)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from conftest import shared_data
+from fixtures.paths import DATA
 from itjner.backbones import BackboneUnavailable, load_image_backbone, load_text_encoder
 from itjner.configuration_itjner import preset
 from itjner.data import Tweet
@@ -87,7 +87,8 @@ def test_lite_backbone_grid_is_row_major_and_pretrained():
 def test_classifier_head_on_cached_features_matches_the_full_network():
     backbone = load_image_backbone("efficientnet-lite0")
     x = backbone.preprocess(Image.new("RGB", (300, 200), (30, 120, 200)))[None]
-    full = backbone.classify(x)
+    with torch.inference_mode():
+        full = backbone.net(x)  # the whole pretrained network, classifier included
     from_cache = backbone.classify_features(backbone.features(x).half())
     assert full.argmax() == from_cache.argmax()
     assert torch.allclose(full.softmax(-1), from_cache.softmax(-1), atol=2e-2)
@@ -202,7 +203,7 @@ def test_short_training_on_twitter2017_lowers_the_loss(tmp_path):
 
     model_cfg, train_cfg = preset("tiny")
     train_cfg.epochs, train_cfg.lr, train_cfg.head_lr = 3, 2e-3, 2e-3
-    result = train(model_cfg.with_ablation(text_only=True), train_cfg, shared_data("twitter2017"), tmp_path / "run",
+    result = train(model_cfg.with_ablation(text_only=True), train_cfg, (DATA / "twitter2017"), tmp_path / "run",
                    limit=96, test=False, log=lambda *_: None)
     losses = [h["train_loss"] for h in result["history"]]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < 0.8 * losses[0]

@@ -3,17 +3,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from itjner.batch import done_indices, predict_file
+from itjner.predict_files import done_indices, predict_file
 from itjner.data import Tweet, write_conll
 from itjner.modeling_itjner import ITJNERModel
 from itjner.predict import Predictor
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures.paths import REPO
 
 
 @pytest.fixture()
@@ -71,6 +70,7 @@ def test_predict_precision_bf16_autocasts_on_cpu_and_auto_stays_exact(tmp_path, 
         Predictor.from_pretrained(tiny_ckpt, precision="fp16")
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_one_process(tmp_path, tiny_ckpt, tweets_file):
     one = tmp_path / "one.jsonl"
     predict_file(Predictor.from_pretrained(tiny_ckpt), tweets_file, one, progress=False)
@@ -84,10 +84,11 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path, tiny_ckpt, tweets_file):
     assert not list(tmp_path.glob("two.jsonl.part*"))
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_training_matches_one_process(tmp_path):
-    from conftest import shared_data
+    from fixtures.paths import DATA
 
-    data = shared_data("twitter2017")
+    data = (DATA / "twitter2017")
     common = ["-m", "itjner", "train", "--preset", "tiny", "--text-only", "--data", str(data), "--limit", "48",
               "--epochs", "2", "--batch-size", "8", "--no-test"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))

@@ -2,11 +2,9 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-from conftest import shared_data
-
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+from fixtures.paths import DATA, REPO
 
 
 def run(*args, timeout=600):
@@ -15,15 +13,16 @@ def run(*args, timeout=600):
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_reproduces_the_card(tmp_path):
-    data = shared_data("twitter2017")
+    data = (DATA / "twitter2017")
     out = tmp_path / "ckpt"
     proc = run("train", "--preset", "tiny", "--text-only", "--data", str(data), "--limit", "40", "--epochs", "1",
                "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "best dev P" in proc.stdout
     card = (out / "README.md").read_text()
-    assert "python -m itjner train --preset tiny" in card and "test (evaluated once)" in card
+    assert "itjner train --preset tiny" in card and "test (evaluated once)" in card
     ev = run("evaluate", str(out), "--data", str(data / "test.txt"), "--split", "test", "--json", str(tmp_path / "s.json"))
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "overall" in ev.stdout and (tmp_path / "s.json").exists()
@@ -33,7 +32,7 @@ def test_train_takes_the_fusion_ffn_width(tmp_path):
     import json
 
     out = tmp_path / "wide"
-    proc = run("train", "--preset", "tiny", "--data", str(shared_data("twitter2017")), "--limit", "16", "--epochs", "1",
+    proc = run("train", "--preset", "tiny", "--data", str((DATA / "twitter2017")), "--limit", "16", "--epochs", "1",
                "--no-test", "--fusion-ffn-mult", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((out / "config.json").read_text())["fusion_ffn_mult"] == 2
@@ -41,7 +40,7 @@ def test_train_takes_the_fusion_ffn_width(tmp_path):
 
 
 def test_paper_preset_offline_fails_with_a_clear_message(tmp_path):
-    proc = run("train", "--preset", "paper", "--data", str(shared_data("twitter2017")), "--limit", "4",
+    proc = run("train", "--preset", "paper", "--data", str((DATA / "twitter2017")), "--limit", "4",
                "--out", str(tmp_path / "x"))
     assert proc.returncode == 2
     assert "albert-base-v2" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import shared_data
+from fixtures.paths import DATA
 from itjner.data import (Entity, bio_to_entities, char_offsets, entities_to_bio, format_conll, normalize_tag,
                          parse_conll, read_conll, tokenize)
 from itjner.metrics import entity_scores
@@ -9,7 +9,7 @@ from itjner.metrics import entity_scores
 @pytest.mark.parametrize("name", ["twitter2015", "twitter2017"])
 @pytest.mark.parametrize("split", ["train.txt", "valid.txt", "test.txt"])
 def test_conll_round_trip_is_exact(name, split):
-    path = shared_data(name) / split
+    path = (DATA / name) / split
     text = path.read_text(encoding="utf-8")
     tweets = parse_conll(text)
     assert format_conll(tweets, trailing_blank=text.endswith("\n\n")) == text
@@ -17,7 +17,7 @@ def test_conll_round_trip_is_exact(name, split):
 
 
 def test_split_sizes_match_the_paper():
-    sizes = {(n, s): len(read_conll(shared_data(n) / s)) for n in ("twitter2015", "twitter2017")
+    sizes = {(n, s): len(read_conll((DATA / n) / s)) for n in ("twitter2015", "twitter2017")
              for s in ("train.txt", "valid.txt", "test.txt")}
     assert sizes[("twitter2015", "train.txt")] == 4000 and sizes[("twitter2015", "test.txt")] == 3257
     assert sizes[("twitter2017", "train.txt")] == 3373 and sizes[("twitter2017", "test.txt")] == 723
@@ -49,10 +49,10 @@ def test_entity_scores_hand_computed():
 
 
 def test_twitter2015_test_gold_chunk_count_is_conlleval():
-    tweets = read_conll(shared_data("twitter2015") / "test.txt")
+    tweets = read_conll((DATA / "twitter2015") / "test.txt")
     s = entity_scores([t.tags for t in tweets], [t.tags for t in tweets])
     assert s["overall"]["gold"] == 5207 and s["overall"]["f1"] == 100.0
-    t17 = read_conll(shared_data("twitter2017") / "test.txt")
+    t17 = read_conll((DATA / "twitter2017") / "test.txt")
     assert entity_scores([t.tags for t in t17], [t.tags for t in t17])["overall"]["gold"] == 1351
 
 

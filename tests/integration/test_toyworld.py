@@ -2,7 +2,9 @@
 import pytest
 
 from itjner.predict import Predictor
-from itjner.synthetic import experiment, generate, load_meta
+from itjner.toyworld import experiment, generate, load_meta
+
+pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_only_the_image_decides_and_the_gate_closes_on_unrelated_images(toy, tmp
 def test_decoys_frame_the_subject_among_cues_of_the_other_types():
     import random
 
-    from itjner.synthetic import CELL, GRID, make_pair
+    from itjner.toyworld import CELL, GRID, make_pair
 
     rng = random.Random(3)
     pairs = [make_pair(rng, f"x{i}", related=True, decoys=2) for i in range(20)]

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from .modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary, pad_captions, tokenize
+from ..modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary, pad_captions, tokenize
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,8 @@ def load_features(pairs: list[CaptionPair], images_dir: str | Path, backbone_nam
     """Frozen region features per image file (cached on disk); unusable images are reported and left out."""
     from tqdm.auto import tqdm
 
-    from .backbones import load_image_backbone
-    from .images import FeatureStore, ImageReport
+    from ..backbones import load_image_backbone
+    from ..images import FeatureStore, ImageReport
 
     store = FeatureStore(load_image_backbone(backbone_name, random_init=random_init), cache_dir)
     names = sorted({p.image for p in pairs})
@@ -237,8 +237,8 @@ def load_features(pairs: list[CaptionPair], images_dir: str | Path, backbone_nam
 # ------------------------------------------------------------------------------------------------------------ CLI
 def caption_image(checkpoint: str | Path, image: str | Path, beam: int | None = None):
     """One image file -> Caption (words, per-word attention, score), using the checkpoint's own backbone."""
-    from .backbones import load_image_backbone
-    from .images import decode_image
+    from ..backbones import load_image_backbone
+    from ..images import decode_image
 
     model = CaptionModel.from_pretrained(checkpoint)
     if not model.config.backbone:
@@ -249,7 +249,7 @@ def caption_image(checkpoint: str | Path, image: str | Path, beam: int | None = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m itjner.caption", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="itjner caption", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a captioner on image-caption data")
     train.add_argument("--captions", required=True, help="COCO-format caption JSON or JSONL {image, caption}")
@@ -283,8 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .backbones import BackboneUnavailable
-    from .images import ImageError
+    from ..backbones import BackboneUnavailable
+    from ..images import ImageError
 
     args = build_parser().parse_args(argv)
     try:
@@ -313,6 +313,3 @@ def _run(args) -> int:
     print(f"best epoch {best['epoch']}: " + _format_row(best) + f"; saved to {args.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,108 +3,17 @@ trained here in seconds (random backbones, so the numbers mean nothing; the plum
 import io
 import json
 import os
-import random
 import socket
 import sqlite3
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
+from fixtures.app_checkpoints import synthetic_tweets, text_only_checkpoint_dir, tiny_checkpoint_dir  # noqa: F401
+from fixtures.paths import EXAMPLES
 XSS = "<img src=x onerror=alert(1)>"
-
-# ---------------------------------------------------------------------------------------------- tiny checkpoint
-PER = ["Obama", "Taylor Swift", "Messi", "Angela Merkel", "Drake", "Serena Williams"]
-LOC = ["Paris", "London", "New York", "Texas", "Berlin", "Tokyo"]
-ORG = ["Apple", "NASA", "Google", "Arsenal", "Nike", "UN"]
-TEMPLATES = ["{P} visits {L} today", "RT @user : {P} meets {O} CEO in {L}", "{O} opens new office in {L}",
-             "Great show by {P} last night", "Flooding in {L} tonight", "{P} signs with {O}",
-             "live from {L} with {P} !"]
-IMAGES = ["stage.jpg", "map.jpg", "emblem.jpg", "stadium.jpg"]
-
-
-def synthetic_tweets(n: int, seed: int):
-    from itjner.data import Tweet
-
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        words, tags = [], []
-        for w in rng.choice(TEMPLATES).split():
-            pool = {"{P}": ("PER", PER), "{L}": ("LOC", LOC), "{O}": ("ORG", ORG)}.get(w)
-            if pool is None:
-                words.append(w)
-                tags.append("O")
-                continue
-            for j, part in enumerate(rng.choice(pool[1]).split()):
-                words.append(part)
-                tags.append(("B-" if j == 0 else "I-") + pool[0])
-        out.append(Tweet(Path(IMAGES[i % len(IMAGES)]).stem, words, tags))
-    return out
-
-
-def caption_sources_available() -> bool:
-    try:
-        import itjner.caption_sources  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def tiny_checkpoint_dir(tmp_path_factory) -> Path:
-    """A tiny ITJNER checkpoint trained on synthetic tweets with the example images; built once per test session
-    (shared with test_browser.py through pytest's session base temp folder)."""
-    from filelock import FileLock
-
-    root = tmp_path_factory.getbasetemp() / "app-tiny"
-    root.mkdir(exist_ok=True)
-    ckpt = root / "ckpt"
-    with FileLock(str(root / ".lock")):
-        if (ckpt / "done").is_file():
-            return ckpt
-        from itjner.configuration_itjner import preset
-        from itjner.data import write_conll
-        from itjner.train import train
-
-        data = root / "data"
-        data.mkdir(exist_ok=True)
-        write_conll(synthetic_tweets(48, 0), data / "train.txt")
-        write_conll(synthetic_tweets(8, 1), data / "valid.txt")
-        import torch
-
-        model_cfg, train_cfg = preset("tiny")
-        model_cfg.use_caption = caption_sources_available()  # captions need itjner.caption_sources
-        # `given` (the alt text field) rather than `tags`: tags reads EfficientNet-Lite0 features, and would run
-        # that second CNN on every call next to the tiny one
-        model_cfg.caption_source = "given"
-        train_cfg.epochs = 4
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny matrices: one thread is ~15x faster than two on a busy 2-core machine
-        try:
-            train(model_cfg, train_cfg, data, ckpt, images_dir=EXAMPLES, test=False, cache_dir=root / "cache",
-                  device="cpu", log=lambda *a: None)
-        finally:
-            torch.set_num_threads(threads)
-        (ckpt / "done").write_text("ok")
-    return ckpt
-
-
-def text_only_checkpoint_dir(tmp_path_factory) -> Path:
-    """Random text-only model (no training needed: only what the app says about it is tested)."""
-    from itjner.configuration_itjner import preset
-    from itjner.modeling_itjner import ITJNERModel
-
-    folder = tmp_path_factory.getbasetemp() / "app-text-only"
-    if not (folder / "model.safetensors").is_file():
-        cfg, _ = preset("tiny")
-        cfg = cfg.with_ablation(text_only=True)
-        ITJNERModel.from_config(cfg, random_init=True).save_pretrained(folder)
-    return folder
-
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
@@ -115,7 +24,7 @@ def tiny_ckpt(tmp_path_factory):
 def service(tiny_ckpt, tmp_path_factory):
     import torch
 
-    from itjner.app_ui import PredictService
+    from itjner.app.service import PredictService
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as app.py --threads 1: the tiny model is far faster on one thread of a busy machine
@@ -131,7 +40,8 @@ def png_bytes(size=(320, 200), colour="red") -> bytes:
 
 # --------------------------------------------------------------------------------------------- input checks
 def test_text_checks():
-    from itjner.app_ui import MAX_CHARS, UserError, tokens_from_text
+    from itjner.app.service import MAX_CHARS, tokens_from_text
+    from itjner.app.messages import UserError
 
     with pytest.raises(UserError, match="Type the tweet"):
         tokens_from_text("   ")
@@ -141,7 +51,7 @@ def test_text_checks():
 
 
 def test_image_checks(tmp_path):
-    from itjner.app_ui import read_image_file
+    from itjner.app.service import read_image_file
 
     assert read_image_file(None).problem == "no image"
     bad = tmp_path / "bad.jpg"
@@ -164,7 +74,7 @@ def test_image_checks(tmp_path):
 
 
 def test_checkpoint_folder_checks(service, tmp_path):
-    from itjner.app_ui import UserError
+    from itjner.app.messages import UserError
 
     with pytest.raises(UserError, match="not found"):
         service.resolve(str(tmp_path / "nope"))
@@ -175,7 +85,8 @@ def test_checkpoint_folder_checks(service, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ highlights
 def test_highlight_round_trip_and_corrections():
-    from itjner.app_ui import UserError, _segments, entities_from_highlight, highlight_value
+    from itjner.app.messages import UserError
+    from itjner.app.views import _segments, entities_from_highlight, highlight_value
     from itjner.data import Entity
 
     tokens = ["Obama", "visits", "New", "York", XSS]
@@ -201,7 +112,7 @@ def test_highlight_round_trip_and_corrections():
 
 # ---------------------------------------------------------------------------------------------------- heatmap
 def test_grid_maps_onto_the_real_aspect_ratio():
-    from itjner.heatmap import attention_grid, overlay, region_box, upsample
+    from itjner.heatmap import attention_grid, overlay, upsample
 
     attn = np.zeros((2, 3, 49), np.float32)
     attn[0, 1, 12] = 1.0  # head 0, word 1 looks at region 12 = row 1, column 5
@@ -212,7 +123,6 @@ def test_grid_maps_onto_the_real_aspect_ratio():
     values = upsample(grid, (350, 140), smooth=False)
     ys, xs = np.nonzero(values)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (250, 300, 20, 40)
-    assert region_box(12, (350, 140)) == (250.0, 20.0, 300.0, 40.0)
     base = Image.new("RGB", (350, 140), "black")
     pic = overlay(base, grid, alpha=1.0, smooth=False, grid_lines=False, legend=False)
     assert pic.size == (350, 140)
@@ -228,7 +138,7 @@ def test_grid_maps_onto_the_real_aspect_ratio():
 def count_backbone_runs(predictor):
     backbone = predictor.inputs.image_backbone
     calls = {"n": 0}
-    for name in ("features", "classify"):
+    for name in ("features",):  # every CNN pass goes through features()
         original = getattr(backbone, name)
 
         def wrapped(*a, _orig=original, **k):
@@ -240,7 +150,7 @@ def count_backbone_runs(predictor):
 
 
 def test_predict_heatmap_and_no_backbone_rerun(service, tmp_path):
-    from itjner import app_ui as ui
+    from itjner.app import views
 
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes((400, 240), "navy"))
@@ -252,60 +162,60 @@ def test_predict_heatmap_and_no_backbone_rerun(service, tmp_path):
     assert pred.image_problem is None and first.image.problem is None
     q = pred.details["Q"]
     assert q.shape[1:] == (len(pred.tweet.tokens), 49)
-    choices = ui.token_choices(pred)
+    choices = views.token_choices(pred)
     assert ("#2 Paris", "w:2") in choices
-    a = ui.render_heatmap(pred, first.image.image, "w:0")
-    b = ui.render_heatmap(pred, first.image.image, "w:2")
-    c = ui.render_heatmap(pred, first.image.image, "w:2", ui.MAP_Q, "head 1")
+    a = views.render_heatmap(pred, first.image.image, "w:0")
+    b = views.render_heatmap(pred, first.image.image, "w:2")
+    c = views.render_heatmap(pred, first.image.image, "w:2", views.MAP_Q, "head 1")
     assert a.size == b.size and a.tobytes() != b.tobytes() and b.tobytes() != c.tobytes()
-    gate = ui.gate_frame(pred)
+    gate = views.gate_frame(pred)
     assert list(gate.columns) == ["word", "gate", "type"] and gate["word"][2] == "#2 Paris"
     # edited text, same image: the CNN does not run again
     second = service.predict("Obama visits London today", str(image))
     assert calls["n"] == after_first and not second.cached
     again = service.predict("Obama visits London today", str(image))
     assert again.cached and again.prediction is second.prediction
-    assert "ms" in ui.status_message(second)
+    assert "ms" in views.status_message(second)
 
 
 def test_missing_and_broken_images_fall_back_to_text(service, tmp_path):
-    from itjner import app_ui as ui
+    from itjner.app import messages, views
 
     res = service.predict("Obama visits Paris", None)
     assert res.image.problem == "no image"
-    assert "Image not used (no image)" in ui.status_message(res)
+    assert "Image not used (no image)" in views.status_message(res)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"GIF89a garbage")
     res = service.predict("Obama visits Paris", str(broken))
-    assert "not a readable image" in ui.status_message(res)
-    with pytest.raises(ui.UserError):
+    assert "not a readable image" in views.status_message(res)
+    with pytest.raises(messages.UserError):
         service.predict("", None)
 
 
 def test_text_only_checkpoint_says_image_is_ignored(service, tmp_path_factory):
-    from itjner import app_ui as ui
+    from itjner.app import views
 
     folder = text_only_checkpoint_dir(tmp_path_factory)
     res = service.predict("Obama visits Paris", str(EXAMPLES / "map.jpg"), checkpoint=str(folder))
     assert not res.uses_image
-    assert "the image does not influence its predictions" in ui.status_message(res)
-    assert ui.map_sources(res.prediction) == [] and ui.gate_frame(res.prediction) is None
+    assert "the image does not influence its predictions" in views.status_message(res)
+    assert views.map_sources(res.prediction) == [] and views.gate_frame(res.prediction) is None
 
 
 def test_label_studio_queue_when_server_is_down(service, tmp_path, monkeypatch):
-    from itjner import app_ui as ui
-    from itjner.outbox import Outbox
+    from itjner.app import handoff, messages, views
+    from itjner.labelstudio.outbox import Outbox
 
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     pred = service.predict("Obama visits Paris", None).prediction
     box = Outbox(tmp_path / "outbox")
-    value = ui.highlight_value(pred.tweet.tokens, pred.entities)
-    msg = ui.send_to_label_studio(pred, None, value, "tiny", 3, url="http://127.0.0.1:9", api_key="", outbox=box)
+    value = views.highlight_value(pred.tweet.tokens, pred.entities)
+    msg = handoff.send_to_label_studio(pred, None, value, "tiny", 3, url="http://127.0.0.1:9", api_key="", outbox=box)
     assert msg.startswith("Queued the prediction. 1 queued:") and "API key" in msg
     with sock_closed_port() as port:
         secret = "sekret-token-4242"
         edited = {"text": value["text"], "entities": [{"entity": "ORG", "start": 0, "end": 5}]}
-        msg = ui.send_to_label_studio(pred, png_bytes(), edited, "tiny", 3, url=f"http://127.0.0.1:{port}",
+        msg = handoff.send_to_label_studio(pred, png_bytes(), edited, "tiny", 3, url=f"http://127.0.0.1:{port}",
                                       api_key=secret, outbox=box)
     assert "2 queued:" in msg and "unreachable" in msg and secret not in msg, msg
     with sqlite3.connect(box.path) as con:
@@ -313,8 +223,8 @@ def test_label_studio_queue_when_server_is_down(service, tmp_path, monkeypatch):
     assert "annotations" not in tasks[0] and tasks[0]["data"]["itjner_origin"] == "model"
     assert tasks[1]["annotations"][0]["result"][0]["value"]["labels"] == ["ORG"]
     assert secret not in json.dumps(tasks)
-    with pytest.raises(ui.UserError, match="project id"):
-        ui.send_to_label_studio(pred, None, value, "tiny", None, outbox=box)
+    with pytest.raises(messages.UserError, match="project id"):
+        handoff.send_to_label_studio(pred, None, value, "tiny", None, outbox=box)
 
 
 class sock_closed_port:
@@ -332,24 +242,24 @@ class sock_closed_port:
 
 
 def test_analysis_and_export(service, tiny_ckpt, tmp_path):
-    from itjner import app_ui as ui
+    from itjner.app import messages, runs
     from itjner.data import write_conll
 
     split = tmp_path / "test.txt"
     write_conll(synthetic_tweets(6, 5), split)
     seen = []
-    run = ui.run_analysis(service, str(split), str(EXAMPLES), None, None, progress=lambda f, d: seen.append(f),
+    run = runs.run_analysis(service, str(split), str(EXAMPLES), None, None, progress=lambda f, d: seen.append(f),
                           chunk=4)
     assert seen[0] == 0 and seen[-1] == 1.0 and len(seen) == 3
     assert len(run.result.rows) == 6 and Path(run.jsonl).is_file()
     assert len(Path(run.jsonl).read_text().splitlines()) == 6
-    table = ui.error_table(run.result.error_rows)
-    assert all(len(r) == len(ui.ERROR_HEADERS) for r in table)
-    with pytest.raises(ui.UserError, match="No CoNLL file"):
-        ui.run_analysis(service, str(tmp_path / "missing.txt"), None, None, None)
+    table = runs.error_table(run.result.error_rows)
+    assert all(len(r) == len(runs.ERROR_HEADERS) for r in table)
+    with pytest.raises(messages.UserError, match="No CoNLL file"):
+        runs.run_analysis(service, str(tmp_path / "missing.txt"), None, None, None)
     tweets = tmp_path / "tweets.jsonl"
     tweets.write_text(json.dumps({"id": "map", "text": "Flooding in London tonight"}) + "\n")
-    path, n = ui.run_export(service, str(tweets), str(EXAMPLES), None, None)
+    path, n = runs.run_export(service, str(tweets), str(EXAMPLES), None, None)
     tasks = json.loads(Path(path).read_text())
     assert n == 1 and tasks[0]["data"]["image"].startswith("data:image/jpeg;base64,")
 
@@ -358,8 +268,7 @@ def test_analysis_and_export(service, tiny_ckpt, tmp_path):
 @pytest.fixture(scope="module")
 def live_app(service):
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    sys.path.insert(0, str(REPO))
-    import app as app_module
+    import itjner.app as app_module
 
     demo = app_module.build_demo(service)
     demo.queue(default_concurrency_limit=4)
@@ -411,8 +320,7 @@ def test_gradio_api_analyse_and_export(live_app, tmp_path):
 def test_path_tabs_off_on_public_interface(service):
     import gradio as gr
 
-    sys.path.insert(0, str(REPO))
-    import app as app_module
+    import itjner.app as app_module
 
     demo = app_module.build_demo(service, server_paths=False)
     fn = next(d.fn for d in demo.fns.values() if d.api_name == "analyse")
@@ -421,18 +329,17 @@ def test_path_tabs_off_on_public_interface(service):
 
 
 def test_cli_refuses_missing_checkpoint(tmp_path, capsys):
-    sys.path.insert(0, str(REPO))
-    import app as app_module
+    import itjner.app as app_module
 
     assert app_module.main(["--checkpoint", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
-    assert "No ITJNER checkpoint" in err and "python -m itjner train" in err
+    assert "No ITJNER checkpoint" in err and "itjner train" in err
 
 
 def test_caption_sources_and_override(service):
     from types import SimpleNamespace
 
-    from itjner import app_ui as ui
+    from itjner.app import messages, service as app_service
 
     if not service.predictor().config.use_caption:
         pytest.skip("itjner.caption_sources is absent: the tiny checkpoint was trained without captions")
@@ -441,22 +348,22 @@ def test_caption_sources_and_override(service):
     assert given.prediction.caption == "a red and blue crest" and not given.notes
     none = service.predict("Arsenal unveil new crest", image, "")
     assert none.prediction.caption == ""
-    with pytest.raises(ui.UserError, match="caption source"):
+    with pytest.raises(messages.UserError, match="caption source"):
         service.predict("Arsenal unveil new crest", image, caption_source="nonsense:source")
     cfg = SimpleNamespace(use_caption=True, caption_source="tags")
-    assert "only by the `given` caption source" in ui.override_notes(cfg, None, "alt text")[0]
-    assert ui.override_notes(cfg, "given", "alt text") == [] and ui.override_notes(cfg, None, "") == []
-    assert "does not read captions" in ui.override_notes(SimpleNamespace(use_caption=False), None, "x")[0]
+    assert "only by the `given` caption source" in app_service.override_notes(cfg, None, "alt text")[0]
+    assert app_service.override_notes(cfg, "given", "alt text") == [] and app_service.override_notes(cfg, None, "") == []
+    assert "does not read captions" in app_service.override_notes(SimpleNamespace(use_caption=False), None, "x")[0]
 
 
 def test_caption_attention_gallery():
-    from itjner import app_ui as ui
+    from itjner.app import views
     from itjner.data import Prediction, Tweet
 
     attn = [list(np.eye(49)[3]), None, list(np.full(49, 1 / 49))]
     pred = Prediction(Tweet("x", ["Hi"]), ["O"], [], 1.0, caption="a red crest",
                       details={"caption_attention": attn})
-    items = ui.caption_gallery(pred, Image.new("RGB", (300, 200)))
+    items = views.caption_gallery(pred, Image.new("RGB", (300, 200)))
     assert [label for _, label in items] == ["a", "crest"]
     assert items[0][0].size == (160, 107)
-    assert ui.caption_gallery(pred, None) == []
+    assert views.caption_gallery(pred, None) == []

@@ -24,7 +24,8 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from .labelstudio import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailable, compute_task_key
+from .client import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailable
+from .tasks import compute_task_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from itjner.analysis import (MISSED, SPURIOUS, WRONG_BOTH, WRONG_BOUNDARY, WRONG_TYPE, analyse, classify_errors,
-                             confusion_counts, error_counts, filter_rows, score_table, tweet_row, write_jsonl)
+                             confusion_counts, filter_rows, score_table, tweet_row, write_jsonl)
 from itjner.data import Entity, Prediction, Tweet, bio_to_entities
 
 
@@ -124,7 +124,6 @@ def test_tweet_row_and_filters(tmp_path):
     assert filter_rows(rows, kinds=[MISSED]) == []
     assert filter_rows(rows, kinds=[WRONG_BOTH], types=["LOC"]) == [row]
     assert filter_rows(rows, types=["MISC"]) == []
-    assert error_counts(rows) == {WRONG_BOTH: 1}
     path = write_jsonl(rows, tmp_path / "errors.jsonl")
     back = [json.loads(line) for line in path.read_text().splitlines()]
     assert back == rows

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures.app_checkpoints import tiny_checkpoint_dir
+from fixtures.paths import REPO
+
+pytestmark = [pytest.mark.browser]
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 XSS = "<img src=x onerror=alert(1)>"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_app import tiny_checkpoint_dir  # noqa: E402
 
 
 def _need_browser():

@@ -5,8 +5,8 @@ image shows one visual cue — a person-like figure (PER), a map-like patch (LOC
 one random cell of the 7x7 grid over a cluttered background. "Unrelated" pairs have a text that decides the type by
 itself ("Flying to Zorvan tomorrow") and an image that is clutter, or a cue that disagrees; the gate should close.
 
-    python -m itjner.synthetic generate --out toy                       # images/ + train/valid/test.txt + meta
-    python -m itjner.synthetic experiment --data toy --out runs/toy     # full model vs text-only vs ablations
+    python -m itjner.toyworld generate --out toy                       # images/ + train/valid/test.txt + meta
+    python -m itjner.toyworld experiment --data toy --out runs/toy     # full model vs text-only vs ablations
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def experiment(data, out, variants=tuple(VARIANTS), epochs: int = 4, seed: int =
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m itjner.synthetic", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="itjner toyworld", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write a toy-world dataset (CoNLL + images)")
     g.add_argument("--out", required=True)
@@ -243,6 +243,3 @@ def main(argv=None) -> int:
             print(name, " ".join(f"{k}={v:.2f}" for k, v in r.items()))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

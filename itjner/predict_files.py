@@ -18,13 +18,7 @@ from .distributed import barrier, world as dist_world
 
 
 def prediction_row(index: int, pred: Prediction) -> dict:
-    tokens = pred.tweet.tokens
-    return {
-        "index": index, "image_id": pred.tweet.image_id, "tokens": tokens, "tags": pred.tags,
-        "entities": [{"start": e.start, "end": e.end, "type": e.type, "score": round(e.score, 6),
-                      "text": " ".join(tokens[e.start:e.end])} for e in pred.entities],
-        "score": round(pred.score, 6), "caption": pred.caption, "image_problem": pred.image_problem,
-    }
+    return {"index": index, **pred.to_json()}
 
 
 def done_indices(path: Path) -> set[int]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from itjner.data import Tweet
-from itjner.dataset import build_examples, collate
+from itjner.batching import build_examples, collate
 from itjner.modeling_crf import CRFDecoder
 from itjner.modeling_itjner import ITJNERModel
 

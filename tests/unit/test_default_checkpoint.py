@@ -4,7 +4,8 @@ import json
 import pytest
 
 from itjner.data import Tweet, tokenize
-from itjner.predict import DEFAULT_CHECKPOINT, Predictor
+from itjner.checkpoints import DEFAULT_CHECKPOINT
+from itjner.predict import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -28,18 +29,18 @@ def test_default_checkpoint_card_says_what_it_saw(predictor):
     assert card["modalities"] == "text" and not predictor.config.use_image
     assert "twitter2017" in card["data"] and card["test"]["overall"]["f1"] > 80
     readme = (DEFAULT_CHECKPOINT / "README.md").read_text()
-    assert "Trained without images" in readme and "python -m itjner" in readme
+    assert "Trained without images" in readme and "itjner train --preset lite --data data/twitter2017" in readme
     size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT.iterdir())
     assert size < 60 * 1024 * 1024
 
 
 def test_evaluating_the_stored_file_reproduces_the_card(predictor):
-    from conftest import shared_data
+    from fixtures.paths import DATA
     from itjner.data import read_conll
     from itjner.train import evaluate_tweets
 
     card = json.loads((DEFAULT_CHECKPOINT / "card.json").read_text())
-    tweets = read_conll(shared_data("twitter2017") / "test.txt")
+    tweets = read_conll((DATA / "twitter2017") / "test.txt")
     scores = evaluate_tweets(predictor, tweets, progress=False)
     for key in ("precision", "recall", "f1"):
         assert scores["overall"][key] == pytest.approx(card["test"]["overall"][key], abs=1e-9)
@@ -47,11 +48,11 @@ def test_evaluating_the_stored_file_reproduces_the_card(predictor):
 
 def test_bf16_on_cpu_keeps_the_default_checkpoint_s_tags(predictor):
     """The opt-in CPU bf16 path (predict --precision bf16) may move a tweet or two, not the scores."""
-    from conftest import shared_data
+    from fixtures.paths import DATA
     from itjner.data import read_conll
     from itjner.metrics import entity_scores
 
-    tweets = read_conll(shared_data("twitter2017") / "valid.txt")[:300]
+    tweets = read_conll((DATA / "twitter2017") / "valid.txt")[:300]
     fast = Predictor(predictor.model, predictor.tokenizer, precision="bf16")
     exact, approx = predictor.predict(tweets), fast.predict(tweets)
     assert sum(a.tags != b.tags for a, b in zip(exact, approx)) <= 6
@@ -65,7 +66,7 @@ def test_toy_world_checkpoint_reads_the_image():
     import io
     import random
 
-    from itjner.synthetic import make_pair
+    from itjner.toyworld import make_pair
 
     toy = DEFAULT_CHECKPOINT.parent / "itjner-lite-toyworld"
     predictor = Predictor.from_pretrained(toy)

@@ -105,11 +105,8 @@ class _FeatureCaptioner(CaptionSource):
                 out.append(None)
                 if _pick(images, i) is not None:
                     todo.append(i)
-        if todo:
-            pixels = torch.stack([self.backbone.preprocess(images[i]) for i in todo])
-            device = next(self.backbone.parameters()).device
-            for i, f in zip(todo, self.backbone.features(pixels.to(device)).float().cpu()):
-                out[i] = f
+        for i, f in zip(todo, self.backbone.features_of_images([images[i] for i in todo])):
+            out[i] = f
         return out
 
 
@@ -117,8 +114,8 @@ class LstmCaptionSource(_FeatureCaptioner):
     """The project's region-attention captioner (itjner.modeling_captioner); per-word attention included."""
 
     def __init__(self, checkpoint: str | Path, image_backbone=None, beam: int | None = None):
-        from .backbones import load_image_backbone
-        from .modeling_captioner import CaptionModel
+        from ..backbones import load_image_backbone
+        from ..modeling_captioner import CaptionModel
 
         try:
             self.model = CaptionModel.from_pretrained(checkpoint)
@@ -158,7 +155,7 @@ class TagsCaptionSource(_FeatureCaptioner):
     BACKBONE = "efficientnet-lite0"
 
     def __init__(self, threshold: float = 0.15, max_labels: int = 3, image_backbone=None):
-        from .backbones import imagenet_labels, load_image_backbone
+        from ..backbones import imagenet_labels, load_image_backbone
 
         if not 0.0 < threshold <= 1.0 or max_labels < 1:
             raise ValueError(f"tags: threshold must be in (0, 1] and max labels >= 1 (got {threshold}, {max_labels})")
@@ -348,7 +345,7 @@ def cache_captions(source: CaptionSource, tweets, images_dir, path: str | Path, 
     and are not cached."""
     from tqdm.auto import tqdm
 
-    from .images import read_image_bytes, sha256
+    from ..images import read_image_bytes, sha256
 
     image_ids = [str(t.image_id) for t in tweets]
     if not source.reads_images:
@@ -377,7 +374,7 @@ def cache_captions(source: CaptionSource, tweets, images_dir, path: str | Path, 
 
 def _caption_blobs(source: CaptionSource, blobs: list[bytes], feature_store=None) -> list[CaptionResult | None]:
     """Captions of image bytes; None where the bytes are not a usable image (the source is not asked)."""
-    from .images import ImageError, decode_image
+    from ..images import ImageError, decode_image
 
     if feature_store is not None and feature_store.backbone.name == source.feature_backbone:
         inputs, _ = feature_store.features_for_bytes(blobs)

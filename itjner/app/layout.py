@@ -1,0 +1,29 @@
+"""The Blocks app: a header and one tab per function (tab_predict, tab_analysis, tab_export)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from . import tab_analysis, tab_export, tab_predict
+from .service import PredictService
+
+TITLE = "ITJNER: image-text NER for tweets"
+
+
+def build_demo(service: PredictService, checkpoints: list[str] | None = None,
+               examples: list[list[str]] | None = None, server_paths: bool = True) -> gr.Blocks:
+    """`server_paths` False turns off the tabs that read server-side paths (analysis, export)."""
+    from .launch import load_examples
+
+    checkpoints = checkpoints or [service.default_checkpoint]
+    examples = load_examples() if examples is None else examples
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown("## ITJNER · named entities in tweets, read with their images\n"
+                    "Image-text joint NER (Zhong et al., 2022): the text attends to the image's 7×7 regions and to a "
+                    "caption of it; a visual gate decides per word how much of the image to use.")
+        with gr.Tab("Predict"):
+            model = tab_predict.build(demo, service, checkpoints, examples)
+        with gr.Tab("Error analysis"):
+            tab_analysis.build(service, model, server_paths)
+        with gr.Tab("Pre-annotation export"):
+            tab_export.build(service, model, server_paths)
+    return demo

@@ -1,0 +1,210 @@
+"""The prediction service behind the app: input checks with messages for users, predictors loaded once per
+(checkpoint, caption source), and a cache of recent answers. No model math (predict.py tags) and no widgets here.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data import Prediction, Tweet, tokenize
+from ..caching import LRUCache
+from ..checkpoints import NotACheckpoint, require_checkpoint
+from .messages import UserError, md_code
+
+MAX_CHARS = 2000                  # tweets have at most 280; longer input is refused with a message
+MAX_UPLOAD_MB = 25                # the app's upload limit (launch(max_file_size=...))
+DISPLAY_SIDE = 512                # longest side of the image the heatmaps are drawn on
+DEFAULT_SOURCE = "checkpoint default"
+CAPTION_SOURCES = (DEFAULT_SOURCE, "tags", "given")
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+def tokens_from_text(text: str | None) -> list[str]:
+    text = (text or "").strip()
+    if not text:
+        raise UserError("Type the tweet's text first: there is nothing to tag.")
+    if len(text) > MAX_CHARS:
+        raise UserError(f"The text has {len(text)} characters; this demo tags at most {MAX_CHARS} "
+                        "(a tweet has at most 280). Shorten it.")
+    tokens = tokenize(text)
+    if not tokens:
+        raise UserError("The text has no words to tag.")
+    return tokens
+
+
+@dataclass
+class ImageInput:
+    data: bytes | None = None        # the uploaded file, byte for byte (the feature cache is keyed by its sha256)
+    image: Any = None                # decoded RGB PIL image (EXIF orientation applied), scaled for display
+    problem: str | None = None       # why the image cannot be used ("no image", "not a readable image (...)")
+
+
+def read_image_file(path: str | os.PathLike | None, max_mb: float = MAX_UPLOAD_MB) -> ImageInput:
+    """The uploaded file -> bytes + a display copy, or the reason it cannot be used."""
+    from ..heatmap import fit
+    from ..images import ImageError, decode_image
+
+    if not path:
+        return ImageInput(problem="no image")
+    path = Path(path)
+    if not path.is_file():
+        return ImageInput(problem="no image (the upload is gone; upload it again)")
+    size = path.stat().st_size
+    if size > max_mb * 1_000_000:
+        return ImageInput(problem=f"image file too large ({size / 1e6:.1f} MB; at most {max_mb:g} MB)")
+    data = path.read_bytes()
+    try:
+        image = decode_image(data)
+    except ImageError as err:
+        return ImageInput(data=data, problem=str(err))
+    return ImageInput(data=data, image=fit(image, DISPLAY_SIDE, min_side=DISPLAY_SIDE))
+
+
+
+# ------------------------------------------------------------------------------------------------ model service
+@dataclass
+class PredictResult:
+    prediction: Prediction
+    image: ImageInput
+    checkpoint: str
+    caption_source: str | None
+    uses_image: bool
+    modalities: str
+    seconds: float
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)  # extra Markdown-safe remarks for the status line
+    default_caption_source: str = ""                 # the checkpoint's own caption source
+
+
+class PredictService:
+    """Predictors by (checkpoint folder, caption source), loaded once each; one model call at a time; an LRU of
+    recent predictions, so asking again for the same tweet, image and settings runs nothing."""
+
+    def __init__(self, default_checkpoint: str | os.PathLike, device: str | None = None,
+                 caption_source: str | None = None, cache_dir=None, cache_size: int = 64):
+        self.default_checkpoint = str(default_checkpoint)
+        self.device = device
+        self.default_caption_source = caption_source
+        self.cache_dir = cache_dir
+        self._predictors: dict[tuple[str, str | None], Any] = {}
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self._recent: LRUCache[tuple] = LRUCache(cache_size)
+
+    # -- loading
+    def resolve(self, checkpoint: str | None) -> str:
+        folder = (checkpoint or "").strip() or self.default_checkpoint
+        try:
+            return str(require_checkpoint(folder).resolve())
+        except NotACheckpoint as err:
+            raise UserError(str(err)) from None
+
+    def caption_spec(self, caption_source: str | None) -> str | None:
+        spec = (caption_source or "").strip()
+        if not spec or spec == DEFAULT_SOURCE:
+            return self.default_caption_source
+        return spec
+
+    def predictor(self, checkpoint: str | None = None, caption_source: str | None = None):
+        from ..predict import Predictor
+
+        folder, spec = self.resolve(checkpoint), self.caption_spec(caption_source)
+        key = (folder, spec)
+        with self._load_lock:
+            if key in self._predictors:
+                return self._predictors[key]
+            base = next((p for (f, _), p in self._predictors.items() if f == folder), None)
+            try:
+                if base is None:
+                    pred = Predictor.from_pretrained(folder, self.device, spec, self.cache_dir)
+                else:  # same weights, another caption source: share the model, the CNN and its feature cache
+                    pred = base.with_caption_source(spec)
+            except UserError:
+                raise
+            except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:
+                raise UserError(f"Cannot load the checkpoint {folder}: {err}") from err
+            self._predictors[key] = pred
+            return pred
+
+    def warm_up(self) -> float:
+        """Load everything the first request would otherwise wait for (image backbone, caption source, kernels) by
+        tagging one dummy tweet with a small grey image; returns the seconds it took."""
+        import io
+
+        from PIL import Image
+
+        started = time.perf_counter()
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 48), (128, 128, 128)).save(buf, "PNG")
+        image = ImageInput(data=buf.getvalue(), image=Image.new("RGB", (64, 48)))
+        self.predict_tokens(["warm", "up"], image)
+        with self._run_lock:
+            self._recent.clear()
+        return time.perf_counter() - started
+
+    # -- predicting
+    def predict(self, text: str | None, image_path: str | None, caption_override: str | None = None,
+                checkpoint: str | None = None, caption_source: str | None = None) -> PredictResult:
+        tokens = tokens_from_text(text)
+        image = read_image_file(image_path)
+        return self.predict_tokens(tokens, image, caption_override, checkpoint, caption_source)
+
+    def predict_tokens(self, tokens: list[str], image: ImageInput, caption_override: str | None = None,
+                       checkpoint: str | None = None, caption_source: str | None = None,
+                       image_id: str = "app") -> PredictResult:
+        predictor = self.predictor(checkpoint, caption_source)
+        folder, spec = self.resolve(checkpoint), self.caption_spec(caption_source)
+        override = (caption_override or "").strip() or None
+        if override and len(override) > MAX_CHARS:
+            raise UserError(f"The caption override has {len(override)} characters; at most {MAX_CHARS}.")
+        blob = image.data if image.problem is None else None
+        from ..images import sha256
+
+        key = (folder, spec, sha256(blob) if blob else None, tuple(tokens), override)
+        notes = override_notes(predictor.config, spec, override)
+        with self._run_lock:
+            if key in self._recent:
+                pred, seconds = self._recent.get(key)
+                res = self._result(pred, image, folder, spec, predictor, seconds, cached=True)
+                res.notes = notes
+                return res
+            started = time.perf_counter()
+            try:
+                pred = predictor.predict([Tweet(image_id, tokens)], images=[blob], given_captions=[override],
+                                         details=True)[0]
+            except ImportError as err:
+                raise UserError(f"The caption source {spec or predictor.config.caption_source!r} is not available "
+                                f"in this installation ({err}).") from err
+            except (ValueError, FileNotFoundError, OSError) as err:
+                raise UserError(f"Prediction failed: {err}") from err
+            except RuntimeError as err:
+                if type(err).__name__ != "CaptionSourceUnavailable":
+                    raise
+                raise UserError(str(err)) from err
+            seconds = time.perf_counter() - started
+            self._recent.put(key, (pred, seconds))
+        res = self._result(pred, image, folder, spec, predictor, seconds)
+        res.notes = notes
+        return res
+
+    @staticmethod
+    def _result(pred, image, folder, spec, predictor, seconds, cached=False) -> PredictResult:
+        return PredictResult(pred, image, folder, spec, predictor.config.use_image, predictor.config.modalities(),
+                             seconds, cached, default_caption_source=str(predictor.config.caption_source))
+
+
+def override_notes(config, spec: str | None, override: str | None) -> list[str]:
+    """Why a caption override would be ignored (only the `given` source reads it), as Markdown-safe text."""
+    if not override:
+        return []
+    if not config.use_caption:
+        return ["ℹ️ This checkpoint does not read captions: the caption override is ignored."]
+    effective = spec or config.caption_source
+    if not str(effective).startswith("given"):
+        return [f"ℹ️ The caption override is used only by the `given` caption source; this run captions with "
+                f"{md_code(effective)}."]
+    return []

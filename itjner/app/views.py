@@ -1,0 +1,327 @@
+"""A `Prediction` as the widgets show it: highlighted spans (and the user's corrections back), status and caption
+lines, heatmap choices and pictures, the gate table, the confusion figure.
+
+Tweets are untrusted: their text only ever reaches widgets that render text as text (Textbox, HighlightedText,
+Dropdown, JSON, Dataframe) or matplotlib with math parsing off; Markdown messages never include tweet text and
+escape everything else they quote.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data import ENTITY_TYPES, Entity, Prediction, char_offsets
+from .messages import UserError, md_code, md_escape
+from .service import PredictResult
+
+TYPE_COLOURS = {"PER": "#ff9f9f", "LOC": "#9fd3ff", "ORG": "#a8e6a1", "MISC": "#f7d38a"}
+MAP_Q = "Q: text-guided image attention"
+MAP_H = "H: image-aware text path"
+MEAN_HEADS = "mean of heads"
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+def entity_label(ent: Entity) -> str:
+    return ent.type if ent.score is None else f"{ent.type} {ent.score:.2f}"
+
+
+def highlight_value(tokens: Sequence[str], entities: Sequence[Entity], with_scores: bool = True) -> dict:
+    """HighlightedText value: the space-joined tokens with one span per entity, labelled "TYPE 0.93"."""
+    offsets = char_offsets(tokens)
+    spans = []
+    for ent in sorted(entities, key=lambda e: e.start):
+        label = entity_label(ent) if with_scores else ent.type
+        spans.append({"entity": label, "start": offsets[ent.start][0], "end": offsets[ent.end - 1][1]})
+    return {"text": " ".join(tokens), "entities": spans}
+
+
+def colour_map(entities: Sequence[Entity] = ()) -> dict[str, str]:
+    colours = dict(TYPE_COLOURS)
+    for ent in entities:
+        colours[entity_label(ent)] = TYPE_COLOURS.get(ent.type, "#dddddd")
+    return colours
+
+
+def legend_html() -> str:
+    """A fixed colour legend of the four types (no user content in it)."""
+    chips = "".join(f'<span style="background:{c};color:#000;padding:1px 8px;margin-right:6px;border-radius:4px;'
+                    f'font-size:0.85em">{t}</span>' for t, c in TYPE_COLOURS.items())
+    return f'<div class="itjner-legend">Entity types: {chips}</div>'
+
+
+def parse_label(label: Any) -> str:
+    """"PER 0.93" / "per" / "B-PER" / "OTHER" -> an entity type; anything else is a UserError."""
+    word = str(label).strip().split()[0] if str(label).strip() else ""
+    word = word.upper().removeprefix("B-").removeprefix("I-")
+    word = "MISC" if word == "OTHER" else word
+    if word not in ENTITY_TYPES:
+        raise UserError(f"Unknown entity label {str(label)[:40]!r}: use one of {', '.join(ENTITY_TYPES)}.")
+    return word
+
+
+def _segments(value: Any) -> list[tuple[str, Any]]:
+    if value is None:
+        return []
+    if isinstance(value, dict):  # {"text", "entities"} (what the app itself sends)
+        text, out, pos = value["text"], [], 0
+        for ent in sorted(value.get("entities", []), key=lambda e: e["start"]):
+            out += [(text[pos:ent["start"]], None), (text[ent["start"]:ent["end"]], ent.get("entity"))]
+            pos = ent["end"]
+        return out + [(text[pos:], None)]
+    out = []
+    for item in value:
+        if isinstance(item, dict):
+            out.append((item.get("token", ""), item.get("class_or_confidence")))
+        else:
+            out.append((item[0], item[1]))
+    return out
+
+
+def entities_from_highlight(value: Any, tokens: Sequence[str]) -> list[Entity]:
+    """The (possibly user-edited) HighlightedText value -> word-level entities of `tokens`. A labelled span covers
+    every word it touches; two spans on the same words count once."""
+    segments = _segments(value)
+    text = "".join(s for s, _ in segments)
+    if text != " ".join(tokens):
+        raise UserError("The highlighted text no longer matches the tweet: press Predict again, then correct.")
+    offsets = char_offsets(tokens)
+    entities, seen, pos = [], set(), 0
+    for seg, label in segments:
+        start, end = pos, pos + len(seg)
+        pos = end
+        if label is None or label == "" or not seg.strip():
+            continue
+        etype = parse_label(label)
+        words = [i for i, (c0, c1) in enumerate(offsets) if c0 < end and start < c1]
+        if not words:
+            continue
+        key = (words[0], words[-1] + 1)
+        if key in seen:
+            continue
+        seen.add(key)
+        entities.append(Entity(words[0], words[-1] + 1, etype))
+    entities.sort(key=lambda e: (e.start, e.end))
+    for a, b in zip(entities, entities[1:]):
+        if b.start < a.end:
+            raise UserError(f"Two corrected spans overlap on the word {tokens[b.start]!r}: keep one.")
+    return entities
+
+
+def prediction_json(pred: Prediction, model: str = "", modalities: str = "") -> dict:
+    return {"model": model, "modalities": modalities, **pred.to_json()}
+
+
+def status_message(res: PredictResult) -> str:
+    """Markdown (no tweet text in it) saying what the prediction used."""
+    pred = res.prediction
+    name = md_code(Path(res.checkpoint).name)
+    parts = [f"**{len(pred.entities)} entit{'y' if len(pred.entities) == 1 else 'ies'}** · model {name} "
+             f"({md_escape(res.modalities)}) · {res.seconds * 1000:.0f} ms" + (" (cached)" if res.cached else "")]
+    if not res.uses_image:
+        parts.append("ℹ️ This checkpoint was trained without the image branch: **the image does not influence its "
+                     "predictions**" + (" (only through the caption shown)." if "caption" in res.modalities else "."))
+    elif res.image.problem:
+        parts.append(f"⚠️ Image not used ({md_escape(res.image.problem)}): the prediction is from the text"
+                     f"{' and caption' if pred.caption else ''} only.")
+    elif pred.image_problem:
+        parts.append(f"⚠️ Image not used ({md_escape(pred.image_problem)}).")
+    parts += res.notes
+    truncated = (pred.details or {}).get("truncated_words") or 0
+    if truncated:
+        parts.append(f"⚠️ The last {truncated} word(s) are beyond the model's input length and were tagged O.")
+    return "\n\n".join(parts)
+
+
+def caption_text(res: PredictResult) -> str:
+    """What the caption box shows: the caption the model read, or why there is none."""
+    if res.prediction.caption:
+        return res.prediction.caption
+    if "caption" not in res.modalities:
+        return "(this checkpoint does not use captions)"
+    if str(res.caption_source or "").startswith("given") or (res.caption_source is None and
+                                                             res.default_caption_source.startswith("given")):
+        return "(no caption: the `given` caption source reads the alt text field, which is empty)"
+    if res.image.problem:
+        return "(no caption: no usable image)"
+    return "(the caption source gave an empty caption for this image)"
+
+# ---------------------------------------------------------------------------------------------- heatmap choice
+def token_choices(pred: Prediction) -> list[tuple[str, str]]:
+    """Dropdown choices: each entity ("e:start:end"), then each word ("w:i")."""
+    tokens = pred.tweet.tokens
+    out = [(f"[{e.type}] {' '.join(tokens[e.start:e.end])}", f"e:{e.start}:{e.end}") for e in pred.entities]
+    out += [(f"#{i} {tok}", f"w:{i}") for i, tok in enumerate(tokens)]
+    return out
+
+
+def words_of_choice(choice: str | None, n_words: int) -> list[int]:
+    if not choice:
+        return [0] if n_words else []
+    kind, _, rest = str(choice).partition(":")
+    try:
+        if kind == "e":
+            a, b = (int(x) for x in rest.split(":"))
+            words = list(range(a, b))
+        elif kind == "w":
+            words = [int(rest)]
+        else:
+            raise ValueError(choice)
+    except ValueError as err:
+        raise UserError(f"Unknown token choice {str(choice)[:40]!r}.") from err
+    words = [w for w in words if 0 <= w < n_words]
+    if not words:
+        raise UserError("That word was not seen by the model (beyond its input length).")
+    return words
+
+
+def map_sources(pred: Prediction) -> list[str]:
+    details = pred.details or {}
+    return [name for name, key in ((MAP_Q, "Q"), (MAP_H, "H")) if details.get(key) is not None]
+
+
+def head_choices(pred: Prediction) -> list[str]:
+    details = pred.details or {}
+    q = details.get("Q")
+    if q is None:
+        return [MEAN_HEADS]
+    return [MEAN_HEADS] + [f"head {i + 1}" for i in range(np.asarray(q).shape[0])]
+
+
+def head_index(head: str | None) -> int | None:
+    if not head or head == MEAN_HEADS:
+        return None
+    try:
+        return int(str(head).split()[-1]) - 1
+    except ValueError as err:
+        raise UserError(f"Unknown head {str(head)[:20]!r}.") from err
+
+
+def render_heatmap(pred: Prediction, image, choice: str | None, source: str | None = MAP_Q,
+                   head: str | None = MEAN_HEADS):
+    """The chosen word's / entity's attention map drawn over the display image; None when there is none."""
+    from ..heatmap import attention_grid, overlay
+
+    details = pred.details or {}
+    key = "H" if source == MAP_H else "Q"
+    attn = details.get(key)
+    if image is None or attn is None:
+        return None
+    attn = np.asarray(attn)
+    n_words = attn.shape[1]
+    words = words_of_choice(choice, n_words)
+    h = head_index(head)
+    grid = attention_grid(attn, words, h)
+    label = " ".join(pred.tweet.tokens[w] for w in words)
+    heads = f"mean of {attn.shape[0]} heads" if h is None else f"head {h + 1}"
+    title = f"{key} · \u201c{label}\u201d · {heads}"
+    return overlay(image, grid, title=title)
+
+
+def caption_gallery(pred: Prediction, image, max_words: int = 16) -> list:
+    """(thumbnail, caption word) per caption word that has an attention map."""
+    from ..heatmap import grid_side, thumbnails
+
+    attn = (pred.details or {}).get("caption_attention")
+    if image is None or not attn or not pred.caption:
+        return []
+    words = pred.caption.split()
+    grids, labels = [], []
+    for i, weights in enumerate(attn[:max_words]):
+        if weights is None:
+            continue
+        w = np.asarray(weights, dtype=np.float32)
+        side = grid_side(w.size)
+        grids.append(w.reshape(side, side))
+        labels.append(words[i] if i < len(words) else f"word {i + 1}")
+    return thumbnails(image, grids, labels)
+
+# ------------------------------------------------------------------------------------------------------ plots
+def _figure(width: float, height: float):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def gate_frame(pred: Prediction):
+    """The mean visual gate per word as a table for gr.BarPlot (drawn in the browser, nothing rendered here):
+    columns word ("#i token", unique and in tweet order), gate, type (predicted entity type or "O"); None when the
+    model has no gate."""
+    import pandas as pd
+
+    gate = (pred.details or {}).get("gate")
+    if gate is None:
+        return None
+    gate = np.asarray(gate, dtype=np.float32)
+    tokens = pred.tweet.tokens[: len(gate)]
+    types = [t.partition("-")[2] or "O" for t in pred.tags[: len(gate)]]
+    return pd.DataFrame({"word": [f"#{i} {_short(t)}" for i, t in enumerate(tokens)],
+                         "gate": [round(float(g), 4) for g in gate], "type": types})
+
+
+GATE_COLOURS = {**TYPE_COLOURS, "O": "#b0b0b0"}
+
+
+def to_jpeg_file(image, quality: int = 92) -> str | None:
+    """Write a rendered image as a JPEG (a few ms; PNG takes ~60 ms for a heatmap) and return its path. Gradio
+    copies returned files into its own cache, so only the latest files are kept here."""
+    if image is None:
+        return None
+    global _JPEG_DIR
+    if _JPEG_DIR is None:
+        _JPEG_DIR = Path(tempfile.mkdtemp(prefix="itjner-app-"))
+    fd, name = tempfile.mkstemp(suffix=".jpg", dir=_JPEG_DIR)
+    with os.fdopen(fd, "wb") as fh:
+        image.save(fh, "JPEG", quality=quality)
+    with _JPEG_LOCK:
+        _JPEG_FILES.append(name)
+        while len(_JPEG_FILES) > 256:
+            Path(_JPEG_FILES.pop(0)).unlink(missing_ok=True)
+    return name
+
+
+_JPEG_DIR: Path | None = None
+_JPEG_FILES: list[str] = []
+_JPEG_LOCK = threading.Lock()
+
+
+def _short(token: str, n: int = 14) -> str:
+    return token if len(token) <= n else token[: n - 1] + "…"
+
+
+def confusion_figure(rows: Sequence[str], cols: Sequence[str], matrix: Sequence[Sequence[int]], title: str = ""):
+    fig = _figure(5.2, 4.4)
+    ax = fig.add_subplot()
+    m = np.asarray(matrix, dtype=np.float64)
+    ax.imshow(m, cmap="Blues")
+    ax.set_xticks(range(len(cols)), [("none\n(missed)" if c == "none" else c) for c in cols])
+    ax.set_yticks(range(len(rows)), [("none\n(spurious)" if r == "none" else r) for r in rows])
+    ax.set_xlabel("predicted type")
+    ax.set_ylabel("gold type")
+    top = m.max() if m.size else 0
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if i == m.shape[0] - 1 and j == m.shape[1] - 1:
+                continue
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if top and m[i, j] > top / 2 else "black")
+    ax.set_title(title or "Gold vs predicted chunk types", fontsize=10)
+    return fig
+
+
+def map_note(res: PredictResult, sources: list[str]) -> str:
+    """Why there is no heatmap ("" when there is one)."""
+    if not res.uses_image:
+        return "No heatmap: this checkpoint does not use the image."
+    if res.image.image is None:
+        return "No heatmap: no usable image."
+    if not sources:
+        return "No heatmap: this checkpoint returns no attention maps."
+    return ""

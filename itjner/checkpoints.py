@@ -1,0 +1,55 @@
+"""ITJNER checkpoint folders: what makes one, where the embedded default is, how to find them, their cards.
+
+A checkpoint is a folder written by `ITJNERModel.save_pretrained` (or `itjner train --out DIR`): config.json and
+model.safetensors, usually with card.json and a README.md model card.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO / "assets" / "itjner-lite-twitter2017"
+REQUIRED_FILES = ("config.json", "model.safetensors")
+
+
+class NotACheckpoint(FileNotFoundError):
+    """A folder that is not an ITJNER checkpoint; the message says what is missing and how to get one."""
+
+
+def is_checkpoint(folder: str | os.PathLike) -> bool:
+    return all((Path(folder) / name).is_file() for name in REQUIRED_FILES)
+
+
+def require_checkpoint(folder: str | os.PathLike) -> Path:
+    """The folder as a Path, or NotACheckpoint with the reason."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise NotACheckpoint(f"Checkpoint folder not found: {folder}")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise NotACheckpoint(f"{folder} is not an ITJNER checkpoint: it lacks {' and '.join(missing)} (a checkpoint "
+                             "is a folder written by `itjner train --out DIR` or `save_pretrained`).")
+    return folder
+
+
+def find_checkpoints(roots: Sequence[str | os.PathLike], limit: int = 30) -> list[str]:
+    """Checkpoint folders directly inside `roots` (and the roots themselves), for the chooser."""
+    found: list[str] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            continue
+        for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+            if is_checkpoint(folder) and str(folder) not in found:
+                found.append(str(folder))
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def load_card(folder: str | os.PathLike) -> dict:
+    """card.json of a checkpoint (data, seed, metrics, command), {} when it has none."""
+    path = Path(folder) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
