@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from ..checkpoints import DEFAULT_CHECKPOINT, REPO, NotACheckpoint, find_checkpoints, require_checkpoint
 
-EXAMPLES = REPO / "examples"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -19,19 +17,6 @@ def missing_checkpoint_message(path: Path) -> str:
             f"  itjner train --preset lite --data data/twitter2017 --out {path}\n"
             "or start the app on any folder written by `itjner train --out DIR` / save_pretrained:\n"
             "  itjner app --checkpoint DIR")
-
-
-def load_examples() -> list[list[str]]:
-    path = EXAMPLES / "examples.jsonl"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if (EXAMPLES / row["image"]).is_file():
-                rows.append([str(EXAMPLES / row["image"]), row["text"], row.get("caption", "")])
-    return rows
 
 
 def parse_args(argv=None):
@@ -70,7 +55,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runtime.quiet_transformers()
-    from .layout import build_demo
+    from .layout import EXAMPLES, build_demo
     from .messages import UserError
     from .service import MAX_UPLOAD_MB, PredictService
 

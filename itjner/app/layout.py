@@ -1,19 +1,34 @@
 """The Blocks app: a header and one tab per function (tab_predict, tab_analysis, tab_export)."""
 from __future__ import annotations
 
+import json
+
 import gradio as gr
 
+from ..checkpoints import REPO
 from . import tab_analysis, tab_export, tab_predict
 from .service import PredictService
 
 TITLE = "ITJNER: image-text NER for tweets"
+EXAMPLES = REPO / "examples"
+
+
+def load_examples() -> list[list[str]]:
+    path = EXAMPLES / "examples.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if (EXAMPLES / row["image"]).is_file():
+                rows.append([str(EXAMPLES / row["image"]), row["text"], row.get("caption", "")])
+    return rows
 
 
 def build_demo(service: PredictService, checkpoints: list[str] | None = None,
                examples: list[list[str]] | None = None, server_paths: bool = True) -> gr.Blocks:
     """`server_paths` False turns off the tabs that read server-side paths (analysis, export)."""
-    from .launch import load_examples
-
     checkpoints = checkpoints or [service.default_checkpoint]
     examples = load_examples() if examples is None else examples
     with gr.Blocks(title=TITLE) as demo:

@@ -18,7 +18,7 @@ def _split_file(path: str | None) -> Path:
     from ..train import split_path
 
     if not (path or "").strip():
-        raise UserError("Give the path of a CoNLL split file (e.g. ../shared/data/twitter2017/test.txt).")
+        raise UserError("Give the path of a CoNLL split file (e.g. data/twitter2017/test.txt).")
     try:
         return split_path(Path(path.strip()).expanduser(), "test")
     except FileNotFoundError as err:
