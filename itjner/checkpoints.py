@@ -53,3 +53,35 @@ def load_card(folder: str | os.PathLike) -> dict:
     """card.json of a checkpoint (data, seed, metrics, command), {} when it has none."""
     path = Path(folder) / "card.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def is_toy(card: dict) -> bool:
+    """A model trained on the drawn toy world (useless on real tweets)."""
+    return bool(card.get("toy")) or str(card.get("data", "")).startswith("toy world")
+
+
+def describe(folder: str | os.PathLike) -> str:
+    """One line for a model picker: name, what it reads, what it was trained on, its test F1."""
+    folder = Path(folder)
+    card = load_card(folder)
+    if is_toy(card):
+        return f"{folder.name} · drawn toy images only (not for real tweets)"
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"{folder.name} · unreadable config.json"
+    reads = "+".join(["text"] + [m for m, key in (("image", "use_image"), ("caption", "use_caption"))
+                                 if config.get(key)])
+    parts = [folder.name, reads]
+    if card.get("data"):
+        parts.append(f"trained on {Path(str(card['data'])).name}")
+    f1 = (card.get("test") or {}).get("overall", {}).get("f1")
+    if f1 is not None:
+        parts.append(f"test F1 {f1:.1f}")
+    return " · ".join(parts)
+
+
+def model_card_text(folder: str | os.PathLike) -> str:
+    """The checkpoint's README.md model card, or a line saying it has none."""
+    path = Path(folder) / "README.md"
+    return path.read_text(encoding="utf-8") if path.is_file() else f"{Path(folder).name} has no model card."

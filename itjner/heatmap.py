@@ -15,11 +15,9 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 CMAP = "turbo"
-LEGEND_WIDTH = 78
-TITLE_HEIGHT = 26
 
 
 def grid_side(n_regions: int) -> int:
@@ -52,16 +50,6 @@ def _colormap(name: str) -> np.ndarray:
     return (colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=8)
-def _font(size: int):
-    try:
-        from matplotlib import font_manager
-
-        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
-    except Exception:  # pragma: no cover - matplotlib always ships DejaVu Sans
-        return ImageFont.load_default()
-
-
 def _normalise(grid: np.ndarray) -> tuple[np.ndarray, float, float]:
     lo, hi = float(grid.min()), float(grid.max())
     if hi - lo < 1e-12:
@@ -91,30 +79,25 @@ def fit(image: Image.Image, max_side: int, min_side: int = 0) -> Image.Image:
 
 
 def overlay(image: Image.Image, grid: np.ndarray, *, alpha: float = 0.5, max_side: int = 512, smooth: bool = True,
-            grid_lines: bool = True, legend: bool = True, title: str | None = None, cmap: str = CMAP) -> Image.Image:
-    """The image (longest side <= max_side, real aspect ratio) with `grid` coloured over it; optional grid lines,
-    a title band on top and a colour scale legend (weights from the map's min to max) on the right."""
+            grid_lines: bool = True, cmap: str = CMAP) -> Image.Image:
+    """The image (longest side <= max_side, real aspect ratio) with `grid` coloured over it (the map's min to max
+    spans the colour scale) and optional grid lines. Title and colour scale are the page's (`legend_gradient`), so
+    they follow its light or dark theme."""
     base = fit(image, max_side)
-    norm, lo, hi = _normalise(np.asarray(grid, dtype=np.float32))
+    norm, _, _ = _normalise(np.asarray(grid, dtype=np.float32))
     values = upsample(norm, base.size, smooth)
     colours = _colormap(cmap)[np.clip((values * 255).round().astype(np.int32), 0, 255)]
     mixed = (np.asarray(base, dtype=np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha)
     picture = Image.fromarray(mixed.clip(0, 255).astype(np.uint8), "RGB")
     if grid_lines:
         _draw_grid(picture, norm.shape[0])
-    if not legend and not title:
-        return picture
-    w, h = picture.size
-    top = TITLE_HEIGHT if title else 0
-    right = LEGEND_WIDTH if legend else 0
-    canvas = Image.new("RGB", (w + right, max(h + top, 150 + top if legend else 0)), "white")
-    canvas.paste(picture, (0, top))
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 4), _ellipsize(title, draw, w + right - 8), fill="black", font=_font(14))
-    if legend:
-        _draw_legend(canvas, (w + 8, top + 4), max(h - 8, 140), lo, hi, cmap)
-    return canvas
+    return picture
+
+
+def legend_gradient(cmap: str = CMAP, stops: int = 9) -> str:
+    """The colour scale as CSS gradient stops, low to high ("rgb(48,18,59) 0%, ...")."""
+    colours = _colormap(cmap)[np.linspace(0, 255, stops).round().astype(np.int32)]
+    return ", ".join(f"rgb({r},{g},{b}) {100 * i / (stops - 1):.0f}%" for i, (r, g, b) in enumerate(colours))
 
 
 def _draw_grid(picture: Image.Image, side: int) -> None:
@@ -126,32 +109,7 @@ def _draw_grid(picture: Image.Image, side: int) -> None:
         draw.line([(0, y), (w, y)], fill=(255, 255, 255, 70))
 
 
-def _ellipsize(text: str, draw: ImageDraw.ImageDraw, width: int) -> str:
-    font = _font(14)
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
-
-
-def _draw_legend(canvas: Image.Image, origin: tuple[int, int], height: int, lo: float, hi: float, cmap: str) -> None:
-    x, y = origin
-    font = _font(11)
-    draw = ImageDraw.Draw(canvas)
-    draw.text((x - 2, y), "weight", fill="black", font=font)
-    top = y + 18
-    bar_w, bar_h = 14, height - 24
-    ramp = _colormap(cmap)[np.linspace(255, 0, bar_h).round().astype(np.int32)]  # top = max
-    canvas.paste(Image.fromarray(np.repeat(ramp[:, None, :], bar_w, axis=1), "RGB"), (x, top))
-    draw.rectangle((x, top, x + bar_w - 1, top + bar_h - 1), outline="black")
-    for frac, value in ((0.0, hi), (0.5, (lo + hi) / 2), (1.0, lo)):
-        ty = top + round(frac * (bar_h - 1))
-        draw.line([(x + bar_w, ty), (x + bar_w + 3, ty)], fill="black")
-        draw.text((x + bar_w + 5, ty - 6), _fmt(value), fill="black", font=font)
-
-
-def _fmt(value: float) -> str:
+def format_weight(value: float) -> str:
     """4 significant digits: near-uniform maps (all weights close to 1/49) still show distinct bounds."""
     return f"{value:.4g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
 
@@ -159,5 +117,5 @@ def _fmt(value: float) -> str:
 def thumbnails(image: Image.Image, grids: Sequence[np.ndarray], labels: Sequence[str], max_side: int = 160
                ) -> list[tuple[Image.Image, str]]:
     """One small overlay per grid (e.g. the captioner's attention for each caption word), for a gallery."""
-    return [(overlay(image, g, max_side=max_side, legend=False, grid_lines=False), label)
+    return [(overlay(image, g, max_side=max_side, grid_lines=False), label)
             for g, label in zip(grids, labels)]

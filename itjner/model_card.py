@@ -19,6 +19,7 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         "",
         "Image-text joint NER (Zhong et al., 2022), implemented by the ITJNER project.",
         "",
+    ] + ([f"**Warning:** {card['warning']}", ""] if card.get("warning") else []) + [
         f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` "
         f"({'frozen, loaded by name, not stored' if config.freeze_text_encoder else 'fine-tuned, stored here'}); image backbone "
         f"`{config.image_backbone}` (frozen, loaded by name, not stored)",

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
-from ..data import Prediction
+from ..data import Entity, Prediction
 from .messages import UserError
-from .views import entities_from_highlight
 
 
 # ----------------------------------------------------------------------------------------------- Label Studio
@@ -18,7 +17,7 @@ def _scrub(text: str, *secrets: str | None) -> str:
     return text
 
 
-def send_to_label_studio(pred: Prediction, image_bytes: bytes | None, highlighted: Any, model_version: str,
+def send_to_label_studio(pred: Prediction, image_bytes: bytes | None, corrected: Sequence[Entity], model_version: str,
                          project: Any, url: str | None = None, api_key: str | None = None, outbox=None,
                          timeout: float = 10.0) -> str:
     """Queue the tweet (with the user's corrections as an annotation when they differ from the prediction) in the
@@ -33,7 +32,7 @@ def send_to_label_studio(pred: Prediction, image_bytes: bytes | None, highlighte
         raise UserError("Enter the Label Studio project id (a number, from the project's URL).") from None
     if project_id <= 0:
         raise UserError("Enter the Label Studio project id (a number, from the project's URL).")
-    corrected = entities_from_highlight(highlighted, pred.tweet.tokens)
+    corrected = [Entity(e.start, e.end, e.type) for e in corrected]
     same = sorted(e.key() for e in corrected) == sorted(e.key() for e in pred.entities)
     task = task_from_prediction(pred, image_bytes, model_version, correction=None if same else corrected)
     box = outbox if outbox is not None else Outbox()

@@ -5,7 +5,7 @@ import json
 
 import gradio as gr
 
-from ..checkpoints import REPO
+from ..checkpoints import REPO, describe
 from . import tab_analysis, tab_export, tab_predict
 from .service import PredictService
 
@@ -26,17 +26,37 @@ def load_examples() -> list[list[str]]:
     return rows
 
 
+# Ctrl+Enter (Cmd+Enter on a Mac) in the tweet box predicts, as in most chat and search boxes.
+KEYS_JS = """
+<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey)) return;
+  if (!event.target.closest || !event.target.closest("#tweet-text, #caption-in")) return;
+  event.preventDefault();
+  document.querySelector("#predict-btn")?.click();
+});
+</script>
+"""
+
+
+def header(default_checkpoint: str) -> str:
+    return ("## ITJNER · named entities in tweets, read with their images\n"
+            "Image-text joint NER (Zhong et al., 2022): the text attends to the image's 7×7 regions and to a caption "
+            "of it; a visual gate decides per word how much of the image to use. Loaded model: "
+            f"`{describe(default_checkpoint)}`.")
+
+
 def build_demo(service: PredictService, checkpoints: list[str] | None = None,
                examples: list[list[str]] | None = None, server_paths: bool = True) -> gr.Blocks:
-    """`server_paths` False turns off the tabs that read server-side paths (analysis, export)."""
+    """`server_paths` False turns off the tabs that read server-side paths (analysis, export). The model picker
+    lists `checkpoints` by name and what their cards say."""
     checkpoints = checkpoints or [service.default_checkpoint]
+    choices = [(describe(c), c) for c in checkpoints]
     examples = load_examples() if examples is None else examples
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown("## ITJNER · named entities in tweets, read with their images\n"
-                    "Image-text joint NER (Zhong et al., 2022): the text attends to the image's 7×7 regions and to a "
-                    "caption of it; a visual gate decides per word how much of the image to use.")
+        gr.Markdown(header(service.default_checkpoint), elem_id="header")
         with gr.Tab("Predict"):
-            model = tab_predict.build(demo, service, checkpoints, examples)
+            model = tab_predict.build(demo, service, choices, examples)
         with gr.Tab("Error analysis"):
             tab_analysis.build(service, model, server_paths)
         with gr.Tab("Pre-annotation export"):

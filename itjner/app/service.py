@@ -16,7 +16,7 @@ from ..checkpoints import NotACheckpoint, require_checkpoint
 from .messages import UserError, md_code
 
 MAX_CHARS = 2000                  # tweets have at most 280; longer input is refused with a message
-MAX_UPLOAD_MB = 25                # the app's upload limit (launch(max_file_size=...))
+MAX_UPLOAD_MB = 50                # upload limit (launch(max_file_size=...)); a 100-megapixel phone JPEG is 20-40 MB
 DISPLAY_SIDE = 512                # longest side of the image the heatmaps are drawn on
 DEFAULT_SOURCE = "checkpoint default"
 CAPTION_SOURCES = (DEFAULT_SOURCE, "tags", "given")
@@ -58,7 +58,7 @@ def read_image_file(path: str | os.PathLike | None, max_mb: float = MAX_UPLOAD_M
         return ImageInput(problem=f"image file too large ({size / 1e6:.1f} MB; at most {max_mb:g} MB)")
     data = path.read_bytes()
     try:
-        image = decode_image(data)
+        image = decode_image(data, min_side=DISPLAY_SIDE)  # large JPEGs: decoded reduced, never under 512 px
     except ImageError as err:
         return ImageInput(data=data, problem=str(err))
     return ImageInput(data=data, image=fit(image, DISPLAY_SIDE, min_side=DISPLAY_SIDE))
@@ -123,12 +123,21 @@ class PredictService:
                     pred = Predictor.from_pretrained(folder, self.device, spec, self.cache_dir)
                 else:  # same weights, another caption source: share the model, the CNN and its feature cache
                     pred = base.with_caption_source(spec)
-            except UserError:
-                raise
             except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:
                 raise UserError(f"Cannot load the checkpoint {folder}: {err}") from err
+            if pred.config.use_caption:
+                check_caption_source(pred, spec)
             self._predictors[key] = pred
             return pred
+
+    def caption_source_note(self, checkpoint: str | None, caption_source: str | None) -> str:
+        """What the caption-source picker should say for this checkpoint ("" when it reads captions)."""
+        from ..configuration_itjner import ITJNERConfig
+
+        config = ITJNERConfig.load(self.resolve(checkpoint))
+        if not config.use_caption:
+            return "This model reads no captions: the caption source is not used."
+        return ""
 
     def warm_up(self) -> float:
         """Load everything the first request would otherwise wait for (image backbone, caption source, kernels) by
@@ -208,3 +217,14 @@ def override_notes(config, spec: str | None, override: str | None) -> list[str]:
         return [f"ℹ️ The caption override is used only by the `given` caption source; this run captions with "
                 f"{md_code(effective)}."]
     return []
+
+
+def check_caption_source(predictor, spec: str | None) -> None:
+    """Load the caption source now, so a bad one (`lstm:/nonexistent`, an unknown name) is refused with a message
+    when it is chosen, not accepted and then silently producing no captions."""
+    try:
+        predictor.inputs.captioner  # noqa: B018 - loads it
+    except ImportError as err:
+        raise UserError(f"The caption source {spec!r} is not available in this installation ({err}).") from None
+    except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:
+        raise UserError(f"Cannot use the caption source {spec or predictor.config.caption_source!r}: {err}") from None

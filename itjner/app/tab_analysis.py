@@ -18,19 +18,20 @@ PATHS_OFF = ("This app listens on a non-local interface, so the tabs that read p
              "read files on this machine).")
 
 
-def fail(err: Exception | str):
-    raise gr.Error(str(err), print_exception=False)
+def problem(message: Exception | str) -> str:
+    """A message for the tab's status line: it stays until the next run (a toast would vanish)."""
+    return f"⚠️ **{md_escape(message)}**"
 
 
 def on_analyse(service: PredictService, server_paths: bool, split, images, checkpoint, caption_source, mode,
                progress=gr.Progress()):
-    if not server_paths:
-        fail(PATHS_OFF)
     try:
+        if not server_paths:
+            raise UserError(PATHS_OFF)
         run = runs.run_analysis(service, split, images, checkpoint, caption_source, mode,
                                 progress=lambda f, d: progress(f, desc=d))
-    except UserError as err:
-        fail(err)
+    except UserError as err:  # the old results go: they are not the answer to this request
+        return problem(err), None, None, [], None, None, []
     result = run.result
     rows, cols, matrix = result.confusion
     errors = result.error_rows
@@ -51,7 +52,7 @@ def on_filter(run, kinds, types):
 
 def on_select(service: PredictService, run, shown, evt: gr.SelectData):
     if run is None or not shown or evt.index is None:
-        return (None, None, "", gr.Dropdown(choices=[], value=None), None, None)
+        return (None, None, "", gr.Dropdown(choices=[], value=None), None, "", None)
     row = shown[evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index]
     gold, predicted = runs.gold_pred_highlights(row)
     tweet = run.tweets[row["index"]]
@@ -61,20 +62,20 @@ def on_select(service: PredictService, run, shown, evt: gr.SelectData):
         res = service.predict_tokens(list(tweet.tokens), image, None, run.checkpoint, run.caption_source,
                                      image_id=tweet.image_id)
     except UserError as err:
-        fail(err)
+        return (gold, None, problem(err), gr.Dropdown(choices=[], value=None), None, "", None)
     pred = res.prediction
     choices = ui.token_choices(pred)
     first = first_error_choice(row) or (choices[0][1] if choices else None)
     picture = image.image if res.uses_image else None
-    heat = (ui.to_jpeg_file(ui.render_heatmap(pred, picture, first))
-            if ui.map_sources(pred) and picture is not None else None)
+    heat = ui.render_heatmap(pred, picture, first) if ui.map_sources(pred) and picture is not None else None
     why = md_escape(image.problem or "image not used")
     note = (f"Tweet #{row['index']} (image {md_code(tweet.image_id)}): "
             + ("; ".join(f"{e['kind']}" for e in row["errors"]) or "no errors")
             + ("" if picture is not None else f" · no heatmap ({why})"))
     predicted = gr.HighlightedText(value=predicted, color_map=ui.colour_map(
         [Entity(c["start"], c["end"], c["type"], c.get("score")) for c in row["pred"]]))
-    return (gold, predicted, note, gr.Dropdown(choices=choices, value=first), heat, {"pred": pred, "image": picture})
+    return (gold, predicted, note, gr.Dropdown(choices=choices, value=first),
+            ui.to_jpeg_file(heat.picture) if heat else None, ui.heatmap_html(heat), {"pred": pred, "image": picture})
 
 
 def first_error_choice(row):
@@ -89,11 +90,12 @@ def first_error_choice(row):
 
 def on_token(state, choice):
     if not state or state.get("image") is None:
-        return None
+        return None, ""
     try:
-        return ui.to_jpeg_file(ui.render_heatmap(state["pred"], state["image"], choice))
+        heat = ui.render_heatmap(state["pred"], state["image"], choice)
     except UserError as err:
-        fail(err)
+        return None, problem(err)
+    return (ui.to_jpeg_file(heat.picture) if heat else None), ui.heatmap_html(heat)
 
 
 def build(service: PredictService, model: dict, server_paths: bool) -> None:
@@ -123,8 +125,10 @@ def build(service: PredictService, model: dict, server_paths: bool) -> None:
         pred_hl = gr.HighlightedText(label="Predicted", color_map=dict(ui.TYPE_COLOURS), elem_id="pred-hl")
     with gr.Row():
         a_token = gr.Dropdown(label="Heatmap for", choices=[], value=None)
-        a_heat = gr.Image(label="Text-guided image attention (mean of heads)", show_label=False, type="filepath",
-                          interactive=False, elem_id="analysis-heatmap")
+        with gr.Column():
+            a_heat = gr.Image(label="Text-guided image attention (mean of heads)", show_label=False,
+                              type="filepath", interactive=False, elem_id="analysis-heatmap")
+            a_legend = gr.HTML(padding=False)
     run_state, shown_state, a_state = gr.State(), gr.State(), gr.State()
     analyse_btn.click(partial(on_analyse, service, server_paths),
                       [split, images_dir, model["checkpoint"], model["caption_source"], mode],
@@ -135,5 +139,5 @@ def build(service: PredictService, model: dict, server_paths: bool) -> None:
         return on_select(service, run, shown, evt)
 
     table.select(select, [run_state, shown_state],
-                 [gold_hl, pred_hl, detail, a_token, a_heat, a_state], api_name=False)
-    a_token.input(on_token, [a_state, a_token], a_heat, api_name=False)
+                 [gold_hl, pred_hl, detail, a_token, a_heat, a_legend, a_state], api_name=False)
+    a_token.input(on_token, [a_state, a_token], [a_heat, a_legend], api_name=False)

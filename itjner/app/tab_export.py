@@ -9,17 +9,17 @@ from ..labelstudio.tasks import LABEL_CONFIG
 from . import runs
 from .messages import UserError
 from .service import PredictService
-from .tab_analysis import PATHS_OFF, fail
+from .tab_analysis import PATHS_OFF, problem
 
 
 def on_export(service: PredictService, server_paths: bool, data, images, checkpoint, caption_source, order,
               progress=gr.Progress(track_tqdm=True)):
-    if not server_paths:
-        fail(PATHS_OFF)
     try:
+        if not server_paths:
+            raise UserError(PATHS_OFF)
         path, n = runs.run_export(service, data, images, checkpoint, caption_source, order)
-    except UserError as err:
-        fail(err)
+    except UserError as err:  # no stale file beside the message
+        return None, problem(err)
     return path, (f"Wrote {n} task(s). In Label Studio, create a project with the labeling config below, then "
                   "import this file.")
 
@@ -33,7 +33,7 @@ def build(service: PredictService, model: dict, server_paths: bool) -> None:
         order = gr.Radio(["file", "uncertainty"], value="file", label="Task order", scale=2)
     export_btn = gr.Button("Export")
     tasks_file = gr.File(label="tasks.json")
-    message = gr.Markdown()
+    message = gr.Markdown(elem_id="export-status")
     gr.Code(LABEL_CONFIG, language="html", label="Labeling config", interactive=False)
     export_btn.click(partial(on_export, service, server_paths),
                      [data, images, model["checkpoint"], model["caption_source"], order], [tasks_file, message],

@@ -7,9 +7,11 @@ escape everything else they quote.
 """
 from __future__ import annotations
 
+import html
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,8 +28,14 @@ MEAN_HEADS = "mean of heads"
 
 
 # --------------------------------------------------------------------------------------------------- outputs
+NOT_AN_ENTITY = "not an entity"
+CORRECTION_TYPES = list(ENTITY_TYPES) + [NOT_AN_ENTITY]
+EDITED = "edited"
+
+
 def entity_label(ent: Entity) -> str:
-    return ent.type if ent.score is None else f"{ent.type} {ent.score:.2f}"
+    """"PER 0.93" for the model's spans (its confidence), "PER edited" for spans a user set (no model score)."""
+    return f"{ent.type} {EDITED}" if ent.score is None else f"{ent.type} {ent.score:.2f}"
 
 
 def highlight_value(tokens: Sequence[str], entities: Sequence[Entity], with_scores: bool = True) -> dict:
@@ -51,65 +59,52 @@ def legend_html() -> str:
     """A fixed colour legend of the four types (no user content in it)."""
     chips = "".join(f'<span style="background:{c};color:#000;padding:1px 8px;margin-right:6px;border-radius:4px;'
                     f'font-size:0.85em">{t}</span>' for t, c in TYPE_COLOURS.items())
-    return f'<div class="itjner-legend">Entity types: {chips}</div>'
+    return (f'<div class="itjner-legend">Entity types: {chips} <span style="opacity:0.75;font-size:0.85em">'
+            f'· the number is the model\'s confidence; spans you correct say "{EDITED}" (no model score)</span></div>')
 
 
-def parse_label(label: Any) -> str:
-    """"PER 0.93" / "per" / "B-PER" / "OTHER" -> an entity type; anything else is a UserError."""
-    word = str(label).strip().split()[0] if str(label).strip() else ""
-    word = word.upper().removeprefix("B-").removeprefix("I-")
-    word = "MISC" if word == "OTHER" else word
-    if word not in ENTITY_TYPES:
-        raise UserError(f"Unknown entity label {str(label)[:40]!r}: use one of {', '.join(ENTITY_TYPES)}.")
-    return word
+def word_choices(tokens: Sequence[str]) -> list[tuple[str, int]]:
+    """Choices of the correction panel's word picker: ("#i word", i)."""
+    return [(f"#{i} {_short(tok, 24)}", i) for i, tok in enumerate(tokens)]
 
 
-def _segments(value: Any) -> list[tuple[str, Any]]:
-    if value is None:
-        return []
-    if isinstance(value, dict):  # {"text", "entities"} (what the app itself sends)
-        text, out, pos = value["text"], [], 0
-        for ent in sorted(value.get("entities", []), key=lambda e: e["start"]):
-            out += [(text[pos:ent["start"]], None), (text[ent["start"]:ent["end"]], ent.get("entity"))]
-            pos = ent["end"]
-        return out + [(text[pos:], None)]
-    out = []
-    for item in value:
-        if isinstance(item, dict):
-            out.append((item.get("token", ""), item.get("class_or_confidence")))
-        else:
-            out.append((item[0], item[1]))
-    return out
+def apply_correction(entities: Sequence[Entity], words: Sequence[Any], etype: str | None, n_words: int
+                     ) -> list[Entity]:
+    """The entities after a user labels the contiguous `words` as `etype` (one of the four types, or "not an
+    entity" to remove what is there): spans overlapping those words give way; the new span has no model score."""
+    try:
+        picked = sorted({int(w) for w in words or []})
+    except (TypeError, ValueError):
+        raise UserError("Pick the words to label from the list.") from None
+    if not picked:
+        raise UserError("Pick the word(s) to label first (click a span, or choose words from the list).")
+    if picked[0] < 0 or picked[-1] >= n_words:
+        raise UserError("Those words are not in this tweet: press Predict again.")
+    if picked != list(range(picked[0], picked[-1] + 1)):
+        raise UserError("An entity is one run of consecutive words: pick words next to each other.")
+    if etype not in CORRECTION_TYPES:
+        raise UserError(f"Choose a type: {', '.join(CORRECTION_TYPES)}.")
+    start, end = picked[0], picked[-1] + 1
+    kept = [e for e in entities if e.end <= start or e.start >= end]
+    if etype != NOT_AN_ENTITY:
+        kept.append(Entity(start, end, etype))
+    return sorted(kept, key=lambda e: (e.start, e.end))
 
 
-def entities_from_highlight(value: Any, tokens: Sequence[str]) -> list[Entity]:
-    """The (possibly user-edited) HighlightedText value -> word-level entities of `tokens`. A labelled span covers
-    every word it touches; two spans on the same words count once."""
-    segments = _segments(value)
-    text = "".join(s for s, _ in segments)
-    if text != " ".join(tokens):
-        raise UserError("The highlighted text no longer matches the tweet: press Predict again, then correct.")
-    offsets = char_offsets(tokens)
-    entities, seen, pos = [], set(), 0
-    for seg, label in segments:
-        start, end = pos, pos + len(seg)
-        pos = end
-        if label is None or label == "" or not seg.strip():
-            continue
-        etype = parse_label(label)
-        words = [i for i, (c0, c1) in enumerate(offsets) if c0 < end and start < c1]
-        if not words:
-            continue
-        key = (words[0], words[-1] + 1)
-        if key in seen:
-            continue
-        seen.add(key)
-        entities.append(Entity(words[0], words[-1] + 1, etype))
-    entities.sort(key=lambda e: (e.start, e.end))
-    for a, b in zip(entities, entities[1:]):
-        if b.start < a.end:
-            raise UserError(f"Two corrected spans overlap on the word {tokens[b.start]!r}: keep one.")
-    return entities
+def words_of_span(tokens: Sequence[str], entities: Sequence[Entity], index: Any, value: Any) -> list[int]:
+    """The words of the span a user clicked in the highlighted text ([] for plain text). HighlightedText segments
+    alternate plain text and spans (empty ones included), so segment `index` 2k+1 is span k; the clicked text
+    confirms it."""
+    text = value[0] if isinstance(value, (list, tuple)) and value else None
+    spans = sorted(entities, key=lambda e: e.start)
+    if isinstance(index, int) and index % 2 == 1 and index // 2 < len(spans):
+        span = spans[index // 2]
+        if text is None or text == " ".join(tokens[span.start:span.end]):
+            return list(range(span.start, span.end))
+    for span in spans:
+        if text is not None and text == " ".join(tokens[span.start:span.end]):
+            return list(range(span.start, span.end))
+    return []
 
 
 def prediction_json(pred: Prediction, model: str = "", modalities: str = "") -> dict:
@@ -151,10 +146,11 @@ def caption_text(res: PredictResult) -> str:
     return "(the caption source gave an empty caption for this image)"
 
 # ---------------------------------------------------------------------------------------------- heatmap choice
-def token_choices(pred: Prediction) -> list[tuple[str, str]]:
-    """Dropdown choices: each entity ("e:start:end"), then each word ("w:i")."""
+def token_choices(pred: Prediction, entities: Sequence[Entity] | None = None) -> list[tuple[str, str]]:
+    """Dropdown choices: each entity ("e:start:end"; the user's corrected ones when given), then each word."""
     tokens = pred.tweet.tokens
-    out = [(f"[{e.type}] {' '.join(tokens[e.start:e.end])}", f"e:{e.start}:{e.end}") for e in pred.entities]
+    entities = pred.entities if entities is None else entities
+    out = [(f"[{e.type}] {' '.join(tokens[e.start:e.end])}", f"e:{e.start}:{e.end}") for e in entities]
     out += [(f"#{i} {tok}", f"w:{i}") for i, tok in enumerate(tokens)]
     return out
 
@@ -201,8 +197,16 @@ def head_index(head: str | None) -> int | None:
         raise UserError(f"Unknown head {str(head)[:20]!r}.") from err
 
 
+@dataclass
+class Heatmap:
+    picture: Any      # PIL image: the photo with the map over it (no margins)
+    title: str        # e.g. Q · "Obama" · mean of 12 heads (tweet text: escape before showing as HTML)
+    low: float        # the smallest and largest weight shown (the colour scale's ends)
+    high: float
+
+
 def render_heatmap(pred: Prediction, image, choice: str | None, source: str | None = MAP_Q,
-                   head: str | None = MEAN_HEADS):
+                   head: str | None = MEAN_HEADS) -> Heatmap | None:
     """The chosen word's / entity's attention map drawn over the display image; None when there is none."""
     from ..heatmap import attention_grid, overlay
 
@@ -212,14 +216,25 @@ def render_heatmap(pred: Prediction, image, choice: str | None, source: str | No
     if image is None or attn is None:
         return None
     attn = np.asarray(attn)
-    n_words = attn.shape[1]
-    words = words_of_choice(choice, n_words)
+    words = words_of_choice(choice, attn.shape[1])
     h = head_index(head)
     grid = attention_grid(attn, words, h)
     label = " ".join(pred.tweet.tokens[w] for w in words)
     heads = f"mean of {attn.shape[0]} heads" if h is None else f"head {h + 1}"
-    title = f"{key} · \u201c{label}\u201d · {heads}"
-    return overlay(image, grid, title=title)
+    return Heatmap(overlay(image, grid), f"{key} · \u201c{label}\u201d · {heads}", float(grid.min()),
+                   float(grid.max()))
+
+
+def heatmap_html(heatmap: Heatmap | None) -> str:
+    """The heatmap's title and colour scale as HTML (escaped; styled by the page, so light and dark themes work)."""
+    from ..heatmap import format_weight, legend_gradient
+
+    if heatmap is None:
+        return ""
+    ramp = (f'<span style="display:inline-block;width:140px;height:12px;vertical-align:middle;border-radius:3px;'
+            f'background:linear-gradient(to right, {legend_gradient()})"></span>')
+    return (f'<div class="itjner-heat-legend"><b>{html.escape(heatmap.title)}</b> · weight '
+            f'{format_weight(heatmap.low)} {ramp} {format_weight(heatmap.high)}</div>')
 
 
 def caption_gallery(pred: Prediction, image, max_words: int = 16) -> list:

@@ -84,30 +84,36 @@ def test_checkpoint_folder_checks(service, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ highlights
-def test_highlight_round_trip_and_corrections():
+def test_highlight_values_and_corrections_offer_only_the_four_types():
     from itjner.app.messages import UserError
-    from itjner.app.views import _segments, entities_from_highlight, highlight_value
-    from itjner.data import Entity
+    from itjner.app.views import (CORRECTION_TYPES, NOT_AN_ENTITY, apply_correction, highlight_value, token_choices,
+                                  words_of_span)
+    from itjner.data import Entity, Prediction, Tweet
 
     tokens = ["Obama", "visits", "New", "York", XSS]
     ents = [Entity(0, 1, "PER", 0.91), Entity(2, 4, "LOC", 0.55)]
     value = highlight_value(tokens, ents)
     assert value["text"] == " ".join(tokens)
     assert [e["entity"] for e in value["entities"]] == ["PER 0.91", "LOC 0.55"]
-    assert entities_from_highlight(value, tokens) == [Entity(0, 1, "PER"), Entity(2, 4, "LOC")]
-    # what the frontend sends back after the user relabels "New York" as ORG and marks part of "visits" as MISC
-    edited = [{"token": t, "class_or_confidence": c} for t, c in _segments(value)]
-    edited[3]["class_or_confidence"] = "org"
-    assert edited[2]["token"] == " visits "
-    edited[2:3] = [{"token": " vi", "class_or_confidence": None}, {"token": "sit", "class_or_confidence": "MISC"},
-                   {"token": "s ", "class_or_confidence": None}]
-    assert entities_from_highlight(edited, tokens) == [Entity(0, 1, "PER"), Entity(1, 2, "MISC"),
-                                                       Entity(2, 4, "ORG")]
-    edited[5]["class_or_confidence"] = "CITY"
-    with pytest.raises(UserError, match="Unknown entity label"):
-        entities_from_highlight(edited, tokens)
-    with pytest.raises(UserError, match="no longer matches"):
-        entities_from_highlight([("Obama visits", "PER")], tokens)
+    assert CORRECTION_TYPES == ["PER", "LOC", "ORG", "MISC", NOT_AN_ENTITY]
+    # "New York" relabelled ORG: the new span has no model score and says so
+    fixed = apply_correction(ents, [2, 3], "ORG", len(tokens))
+    assert fixed == [Entity(0, 1, "PER", 0.91), Entity(2, 4, "ORG")]
+    assert [e["entity"] for e in highlight_value(tokens, fixed)["entities"]] == ["PER 0.91", "ORG edited"]
+    # the heatmap's word list follows the correction
+    pred = Prediction(Tweet("x", tokens), ["B-PER", "O", "B-LOC", "I-LOC", "O"], ents, 0.5)
+    assert token_choices(pred, fixed)[1] == ("[ORG] New York", "e:2:4")
+    # a span over part of an entity replaces it; "not an entity" removes
+    assert apply_correction(fixed, [3], "MISC", len(tokens)) == [Entity(0, 1, "PER", 0.91), Entity(3, 4, "MISC")]
+    assert apply_correction(fixed, [0], NOT_AN_ENTITY, len(tokens)) == [Entity(2, 4, "ORG")]
+    for words, etype, match in (([1, 3], "PER", "consecutive"), ([], "PER", "Pick the word"),
+                                ([1], "LABEL", "Choose a type"), ([1], "location", "Choose a type"),
+                                ([9], "PER", "not in this tweet")):
+        with pytest.raises(UserError, match=match):
+            apply_correction(ents, words, etype, len(tokens))
+    # a click on the second span (segment 3: text, PER, text, LOC, ...) picks its words
+    assert words_of_span(tokens, ents, 3, ["New York", "LOC 0.55"]) == [2, 3]
+    assert words_of_span(tokens, ents, 2, [" visits ", None]) == []
 
 
 # ---------------------------------------------------------------------------------------------------- heatmap
@@ -124,12 +130,11 @@ def test_grid_maps_onto_the_real_aspect_ratio():
     ys, xs = np.nonzero(values)
     assert (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1) == (250, 300, 20, 40)
     base = Image.new("RGB", (350, 140), "black")
-    pic = overlay(base, grid, alpha=1.0, smooth=False, grid_lines=False, legend=False)
+    pic = overlay(base, grid, alpha=1.0, smooth=False, grid_lines=False)
     assert pic.size == (350, 140)
     hot, cold = np.asarray(pic)[30, 275], np.asarray(pic)[100, 50]
     assert tuple(hot) != tuple(cold)
-    framed = overlay(Image.new("RGB", (1000, 400)), grid, title="Q")
-    assert framed.size[0] > 512 and framed.size[1] >= 205  # 512x205 picture + legend strip + title band
+    assert overlay(Image.new("RGB", (1000, 400)), grid).size == (512, 205)  # real aspect ratio, no baked-in margins
     with pytest.raises(ValueError):
         attention_grid(attn, [1], head=2)
 
@@ -167,7 +172,10 @@ def test_predict_heatmap_and_no_backbone_rerun(service, tmp_path):
     a = views.render_heatmap(pred, first.image.image, "w:0")
     b = views.render_heatmap(pred, first.image.image, "w:2")
     c = views.render_heatmap(pred, first.image.image, "w:2", views.MAP_Q, "head 1")
+    a, b, c = a.picture, b.picture, c.picture
     assert a.size == b.size and a.tobytes() != b.tobytes() and b.tobytes() != c.tobytes()
+    legend = views.heatmap_html(views.render_heatmap(pred, first.image.image, "w:2"))
+    assert "Q · \u201cParis\u201d" in legend and "linear-gradient" in legend
     gate = views.gate_frame(pred)
     assert list(gate.columns) == ["word", "gate", "type"] and gate["word"][2] == "#2 Paris"
     # edited text, same image: the CNN does not run again
@@ -209,12 +217,12 @@ def test_label_studio_queue_when_server_is_down(service, tmp_path, monkeypatch):
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     pred = service.predict("Obama visits Paris", None).prediction
     box = Outbox(tmp_path / "outbox")
-    value = views.highlight_value(pred.tweet.tokens, pred.entities)
-    msg = handoff.send_to_label_studio(pred, None, value, "tiny", 3, url="http://127.0.0.1:9", api_key="", outbox=box)
+    msg = handoff.send_to_label_studio(pred, None, pred.entities, "tiny", 3, url="http://127.0.0.1:9", api_key="",
+                                       outbox=box)
     assert msg.startswith("Queued the prediction. 1 queued:") and "API key" in msg
     with sock_closed_port() as port:
         secret = "sekret-token-4242"
-        edited = {"text": value["text"], "entities": [{"entity": "ORG", "start": 0, "end": 5}]}
+        edited = views.apply_correction(pred.entities, [0], "ORG", len(pred.tweet.tokens))
         msg = handoff.send_to_label_studio(pred, png_bytes(), edited, "tiny", 3, url=f"http://127.0.0.1:{port}",
                                       api_key=secret, outbox=box)
     assert "2 queued:" in msg and "unreachable" in msg and secret not in msg, msg
@@ -224,7 +232,7 @@ def test_label_studio_queue_when_server_is_down(service, tmp_path, monkeypatch):
     assert tasks[1]["annotations"][0]["result"][0]["value"]["labels"] == ["ORG"]
     assert secret not in json.dumps(tasks)
     with pytest.raises(messages.UserError, match="project id"):
-        handoff.send_to_label_studio(pred, None, value, "tiny", None, outbox=box)
+        handoff.send_to_label_studio(pred, None, pred.entities, "tiny", None, outbox=box)
 
 
 class sock_closed_port:
@@ -284,7 +292,9 @@ def test_gradio_api_predict(live_app):
     client = Client(live_app, verbose=False)
     out = client.predict(handle_file(str(EXAMPLES / "stage.jpg")), f"Obama visits Paris {XSS}", "", None,
                          "checkpoint default", api_name="/predict")
-    status, caption, highlighted, token, source, head, heat, note, gate, gallery, raw = out
+    status, highlighted, raw = out[0], out[2], out[-1]
+    token, heat, legend = out[5], out[8], out[9]
+    assert "linear-gradient" in legend and "&lt;img" not in legend  # the legend names the first entity
     assert "entit" in status and "Image not used" not in status
     assert raw["tokens"][3:] == ["<img", "src=x", "onerror=alert(1)>"]
     text = "".join(seg["token"] for seg in highlighted["value"])
@@ -311,21 +321,27 @@ def test_gradio_api_analyse_and_export(live_app, tmp_path):
                                                               "overlap", api_name="/analyse")
     assert "5 tweets" in summary and scores["headers"][:4] == ["type", "P", "R", "F1"]
     assert len(Path(jsonl).read_text().splitlines()) == 5
+    # a failed run says why in the tab's status line (not a vanishing toast) and leaves no stale results behind
+    summary, scores, confusion, table, jsonl = client.predict(str(tmp_path / "missing.txt"), "", None,
+                                                              "checkpoint default", "exact", api_name="/analyse")
+    assert "No CoNLL file" in summary and jsonl is None and confusion is None and not table["data"]
     tweets = tmp_path / "tweets.csv"
     tweets.write_text("id,text\nmap,Flooding in London tonight\nstage,Drake live tonight\n")
     path, message = client.predict(str(tweets), "", None, "checkpoint default", "uncertainty", api_name="/export")
     assert len(json.loads(Path(path).read_text())) == 2 and "2 task(s)" in message
+    path, message = client.predict(str(tmp_path / "nope.csv"), "", None, "checkpoint default", "file",
+                                   api_name="/export")
+    assert path is None and "No file at" in message and "task(s)" not in message
 
 
 def test_path_tabs_off_on_public_interface(service):
-    import gradio as gr
 
     import itjner.app as app_module
 
     demo = app_module.build_demo(service, server_paths=False)
     fn = next(d.fn for d in demo.fns.values() if d.api_name == "analyse")
-    with pytest.raises(gr.Error, match="allow-server-paths"):
-        fn("/etc/passwd", "", None, None, "exact")
+    summary, *rest = fn("/etc/passwd", "", None, None, "exact")
+    assert "allow\\-server\\-paths" in summary and rest[3] is None  # no results file (Markdown-escaped message)
 
 
 def test_cli_refuses_missing_checkpoint(tmp_path, capsys):
