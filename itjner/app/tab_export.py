@@ -32,7 +32,7 @@ def build(service: PredictService, model: dict, server_paths: bool) -> None:
         images = gr.Textbox(label="Images folder (optional)", scale=3)
         order = gr.Radio(["file", "uncertainty"], value="file", label="Task order", scale=2)
     export_btn = gr.Button("Export")
-    tasks_file = gr.File(label="tasks.json")
+    tasks_file = gr.File(label="tasks.json", elem_id="export-file")
     message = gr.Markdown(elem_id="export-status")
     gr.Code(LABEL_CONFIG, language="html", label="Labeling config", interactive=False)
     export_btn.click(partial(on_export, service, server_paths),

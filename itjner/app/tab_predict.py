@@ -30,7 +30,7 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
     state = {"pred": pred, "image": picture, "image_bytes": res.image.data if not res.image.problem else None,
              "model_version": Path(res.checkpoint).name, "entities": list(pred.entities)}
     maps = bool(sources) and picture is not None
-    frame = ui.gate_frame(pred) if picture is not None else None
+    gate = ui.gate_rows(pred) if picture is not None else None
     return (
         ui.status_message(res),
         ui.caption_text(res),
@@ -44,7 +44,7 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
         ui.heatmap_html(heat),
         gr.Column(visible=maps),
         gr.Markdown(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
-        gate_plot(frame),
+        gr.HTML(ui.gate_html(gate), visible=bool(gate)),
         gr.Gallery(value=gallery or None, visible=bool(gallery)),
         ui.prediction_json(pred, Path(res.checkpoint).name, res.modalities),
         state,
@@ -55,20 +55,12 @@ def entities_view(tokens, entities) -> gr.HighlightedText:
     return gr.HighlightedText(value=ui.highlight_value(tokens, entities), color_map=ui.colour_map(entities))
 
 
-def gate_plot(frame) -> gr.BarPlot:
-    """The gate bars in tweet order. Passing the order (`sort`) also makes the plot rebuild its colour scale for
-    every prediction, so entity types absent from the previous one still get their colours."""
-    if frame is None:
-        return gr.BarPlot(value=None, visible=False)
-    return gr.BarPlot(value=frame, sort=list(frame["word"]), visible=True)
-
-
 def predict_problem(message: str):
     """An input the app cannot tag: say why in the status line, clear the old results. API callers get
     {"error": message} as the JSON output."""
     return (f"⚠️ **{md_escape(message)}**", "", None, gr.Dropdown(choices=[], value=[]), "",
             gr.Dropdown(choices=[], value=None), gr.Radio(), gr.Dropdown(), None, "", gr.Column(visible=False),
-            gr.Markdown(visible=False), gr.BarPlot(value=None, visible=False), gr.Gallery(value=None, visible=False),
+            gr.Markdown(visible=False), gr.HTML("", visible=False), gr.Gallery(value=None, visible=False),
             {"error": message}, None)
 
 
@@ -192,10 +184,7 @@ def image_panels() -> dict:
                                 elem_id="heatmap")
         r["legend"] = gr.HTML(elem_id="heatmap-legend", padding=False)
     r["group"] = group
-    r["gate"] = gr.BarPlot(x="word", y="gate", color="type", color_map=ui.GATE_COLOURS, y_lim=[0, 1], sort=None,
-                           x_label_angle=-60, x_title=" ", y_title="gate g", color_title=" ", height=260,
-                           visible=False, label="Visual gate per word: how much of the image each word lets through "
-                                                "(mean of g over dimensions)", elem_id="gate-plot")
+    r["gate"] = gr.HTML(visible=False, elem_id="gate-plot")  # HTML bars: tweet order, colours, page theme
     return r
 
 

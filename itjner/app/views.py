@@ -265,23 +265,43 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def gate_frame(pred: Prediction):
-    """The mean visual gate per word as a table for gr.BarPlot (drawn in the browser, nothing rendered here):
-    columns word ("#i token", unique and in tweet order), gate, type (predicted entity type or "O"); None when the
-    model has no gate."""
-    import pandas as pd
-
+def gate_rows(pred: Prediction) -> list[tuple[str, float, str]] | None:
+    """The mean visual gate per word, in tweet order: ("#i token", gate, predicted type or "O"); None when the model
+    has no gate."""
     gate = (pred.details or {}).get("gate")
     if gate is None:
         return None
     gate = np.asarray(gate, dtype=np.float32)
-    tokens = pred.tweet.tokens[: len(gate)]
     types = [t.partition("-")[2] or "O" for t in pred.tags[: len(gate)]]
-    return pd.DataFrame({"word": [f"#{i} {_short(t)}" for i, t in enumerate(tokens)],
-                         "gate": [round(float(g), 4) for g in gate], "type": types})
+    return [(f"#{i} {_short(tok)}", round(float(g), 4), etype)
+            for i, (tok, g, etype) in enumerate(zip(pred.tweet.tokens, gate, types))]
 
 
 GATE_COLOURS = {**TYPE_COLOURS, "O": "#b0b0b0"}
+GATE_BAR = ("display:flex;flex-direction:column;align-items:center;justify-content:flex-end;flex:0 0 26px;"
+            "height:100%")
+
+
+def gate_html(rows: list[tuple[str, float, str]] | None) -> str:
+    """The gate as bars drawn by the page (HTML, escaped), in tweet order and coloured by predicted type; the
+    page's theme styles the text. Empty when there is no gate."""
+    if not rows:
+        return ""
+    bars = []
+    for word, gate, etype in rows:
+        label = html.escape(word)
+        bars.append(
+            f'<div class="itjner-gate-bar" data-word="{label}" data-type="{etype}" title="{label}: g = {gate:.2f}" '
+            f'style="{GATE_BAR}"><span style="font-size:10px;opacity:0.8">{gate:.2f}</span>'
+            f'<div class="itjner-gate-fill" style="width:18px;height:{max(gate, 0.0) * 140:.0f}px;'
+            f'background:{GATE_COLOURS.get(etype, GATE_COLOURS["O"])};border-radius:2px 2px 0 0"></div></div>')
+    labels = "".join(f'<div style="flex:0 0 26px;writing-mode:vertical-rl;transform:rotate(180deg);font-size:11px;'
+                     f'white-space:nowrap;overflow:hidden;max-height:90px">{html.escape(w)}</div>' for w, _, _ in rows)
+    return ('<div class="itjner-gate"><div style="font-size:0.85em;margin-bottom:4px">Visual gate per word: how much '
+            'of the image each word lets through (mean of g over dimensions, 0 to 1; bar colour = predicted type)'
+            '</div><div style="overflow-x:auto"><div style="display:flex;align-items:flex-end;height:160px;gap:2px;'
+            f'border-bottom:1px solid currentColor">{"".join(bars)}</div>'
+            f'<div style="display:flex;gap:2px;align-items:flex-start">{labels}</div></div></div>')
 
 
 def to_jpeg_file(image, quality: int = 92) -> str | None:

@@ -176,8 +176,9 @@ def test_predict_heatmap_and_no_backbone_rerun(service, tmp_path):
     assert a.size == b.size and a.tobytes() != b.tobytes() and b.tobytes() != c.tobytes()
     legend = views.heatmap_html(views.render_heatmap(pred, first.image.image, "w:2"))
     assert "Q · \u201cParis\u201d" in legend and "linear-gradient" in legend
-    gate = views.gate_frame(pred)
-    assert list(gate.columns) == ["word", "gate", "type"] and gate["word"][2] == "#2 Paris"
+    gate = views.gate_rows(pred)
+    assert [row[0] for row in gate][:3] == ["#0 Obama", "#1 visits", "#2 Paris"] and 0 <= gate[2][1] <= 1
+    assert views.gate_html(gate).count('class="itjner-gate-bar"') == len(pred.tweet.tokens)
     # edited text, same image: the CNN does not run again
     second = service.predict("Obama visits London today", str(image))
     assert calls["n"] == after_first and not second.cached
@@ -207,7 +208,7 @@ def test_text_only_checkpoint_says_image_is_ignored(service, tmp_path_factory):
     res = service.predict("Obama visits Paris", str(EXAMPLES / "map.jpg"), checkpoint=str(folder))
     assert not res.uses_image
     assert "the image does not influence its predictions" in views.status_message(res)
-    assert views.map_sources(res.prediction) == [] and views.gate_frame(res.prediction) is None
+    assert views.map_sources(res.prediction) == [] and views.gate_rows(res.prediction) is None
 
 
 def test_label_studio_queue_when_server_is_down(service, tmp_path, monkeypatch):

@@ -205,3 +205,149 @@ def test_empty_text_shows_a_message(page):
     page.locator("#status").get_by_text("Type the tweet's text first").wait_for(timeout=30_000)
     assert page.locator("#entities .token.highlighted").count() == 0  # the old result is cleared
     _shot(page, "predict-empty-text.png")
+
+
+def _predict(page, text: str, image: str | None = "stage.jpg") -> None:
+    """Fill the tweet (and image), press Predict, wait for this answer's status line."""
+    page.get_by_role("tab", name="Predict").click()
+    if image:
+        page.locator("#image-in input[type=file]").set_input_files(str(REPO / "examples" / image))
+        page.wait_for_selector("#image-in img", timeout=30_000)
+    page.evaluate("() => { const s = document.querySelector('#status'); if (s) s.dataset.old = s.innerText; }")
+    page.locator("#tweet-text textarea").fill(text)
+    page.locator("#predict-btn").click()
+    page.wait_for_function("() => { const s = document.querySelector('#status');"
+                           " return s && s.innerText.trim() && s.innerText !== s.dataset.old; }", timeout=60_000)
+
+
+def _gate_bars(page) -> tuple[list[str], list[str]]:
+    """The gate plot as drawn: the bars' words left to right on screen, and their fill colours."""
+    page.wait_for_selector("#gate-plot .itjner-gate-bar", timeout=30_000)
+    bars = page.eval_on_selector_all(
+        "#gate-plot .itjner-gate-bar",
+        "els => els.map(e => [e.getBoundingClientRect().x, e.dataset.word,"
+        " getComputedStyle(e.querySelector('.itjner-gate-fill')).backgroundColor])"
+        ".sort((a, b) => a[0] - b[0])")
+    return [b[1] for b in bars], [b[2] for b in bars]
+
+
+def test_gate_plot_keeps_tweet_order_and_entity_colours(page):
+    """Defects: the x axis was sorted as text (#0, #1, #10, #2, ...) and after a tweet without entities the entity
+    words' bars were drawn without colour."""
+    _predict(page, "so tired tonight and the rain keeps going on and on and on forever here")
+    _predict(page, "Obama visits Paris with Apple people and Nike people on a long day of talks today")
+    words = len(page.locator("#tweet-text textarea").input_value().split())
+    page.wait_for_function(f"() => document.querySelectorAll('#gate-plot .itjner-gate-bar').length === {words}",
+                           timeout=30_000)
+    labels, fills = _gate_bars(page)
+    numbers = [int(label.split()[0][1:]) for label in labels]
+    assert numbers == sorted(numbers) and len(numbers) > 10, labels
+    entity_colours = {"rgb(255, 159, 159)", "rgb(159, 211, 255)", "rgb(168, 230, 161)", "rgb(247, 211, 138)"}
+    n_entity_words = sum(len(t.split()) for t in page.locator("#entities .token.highlighted .text").all_inner_texts())
+    assert n_entity_words >= 1
+    assert sum(f in entity_colours for f in fills) == n_entity_words, fills
+    _shot(page, "gate-plot.png")
+
+
+def test_correcting_a_span_offers_four_types_and_updates_the_heatmap_words(page):
+    _predict(page, "Obama visits Paris with Apple today")
+    if not page.locator("#correct-type").is_visible():
+        page.locator("#correct").get_by_text("Correct the entities").click()
+    page.locator("#correct-type label").first.wait_for(timeout=10_000)
+    options = page.locator("#correct-type label").all_inner_texts()
+    assert [o.strip() for o in options] == ["PER", "LOC", "ORG", "MISC", "not an entity"]
+    page.locator("#correct-words input").click()
+    page.get_by_role("option", name="#0 Obama").click()
+    page.keyboard.press("Escape")
+    page.locator("#correct-type").get_by_text("LOC", exact=True).click()
+    page.locator("#correct-apply").click()
+    page.locator("#correct-message").get_by_text("labelled LOC").wait_for(timeout=30_000)
+    assert "LOC EDITED" in page.locator("#entities").inner_text().upper()
+    page.locator("#token-choice input").click()
+    assert page.get_by_role("option", name="[LOC] Obama").count() == 1
+    assert page.get_by_role("option", name="[PER] Obama").count() == 0
+    page.keyboard.press("Escape")
+
+
+def test_ctrl_enter_in_the_tweet_box_predicts(page):
+    page.get_by_role("tab", name="Predict").click()
+    page.evaluate("() => { document.querySelector('#status').dataset.old = document.querySelector('#status').innerText; }")
+    box = page.locator("#tweet-text textarea")
+    box.fill("Messi scores for Arsenal in London")
+    box.press("Control+Enter")
+    page.wait_for_function("() => { const s = document.querySelector('#status');"
+                           " return s.innerText.trim() && s.innerText !== s.dataset.old; }", timeout=60_000)
+    assert "entit" in page.locator("#status").inner_text()
+
+
+def test_model_picker_names_models_and_labels_the_toy(page):
+    page.get_by_role("tab", name="Predict").click()
+    page.get_by_text("Model", exact=True).first.click()
+    page.locator("#checkpoint input").click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    toy = [o for o in options if "itjner-lite-toyworld" in o]
+    assert toy and "drawn toy images only" in toy[0], options
+    assert not any(o.startswith("/") for o in options), "models are listed by name, not by server path"
+
+
+def test_failed_analysis_and_export_leave_a_message_and_no_stale_results(page, tmp_path):
+    page.get_by_role("tab", name="Pre-annotation export").click()
+    tweets = tmp_path / "tweets.csv"
+    tweets.write_text("id,text\nmap,Flooding in London tonight\n")
+    page.get_by_label("Tweets (CoNLL, JSONL or CSV)").fill(str(tweets))
+    page.get_by_role("button", name="Export").click()
+    page.locator("#export-status").get_by_text("Wrote 1 task(s)").wait_for(timeout=60_000)
+    page.get_by_label("Tweets (CoNLL, JSONL or CSV)").fill(str(tmp_path / "missing.csv"))
+    page.get_by_role("button", name="Export").click()
+    page.locator("#export-status").get_by_text("No file at").wait_for(timeout=30_000)
+    assert "Wrote" not in page.locator("#export-status").inner_text()
+    assert page.get_by_text("tasks.json", exact=False).count() >= 1  # the (now empty) file box is still there
+    assert page.locator("#export-file a[download]").count() == 0, "the previous run's file must not stay offered"
+    page.get_by_role("tab", name="Error analysis").click()
+    page.get_by_label("CoNLL split file").fill(str(tmp_path / "missing.txt"))
+    page.get_by_role("button", name="Run analysis").click()
+    page.locator("#analysis-summary").get_by_text("No CoNLL file").wait_for(timeout=30_000)
+
+
+def test_phone_width_puts_results_under_the_button(app_url, page):
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
+    try:
+        page = phone
+        page.goto(app_url)
+        page.wait_for_selector("#predict-btn", timeout=60_000)
+        _predict(page, "Obama visits Paris with Apple today")
+        button = page.locator("#predict-btn").bounding_box()
+        status = page.locator("#status").bounding_box()
+        gap = status["y"] - (button["y"] + button["height"])
+        assert 0 <= gap < 400, f"the results start {gap:.0f} px below the Predict button"
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 392, f"the page is {width} px wide on a 390 px screen (something is cut off)"
+        _shot(page, "phone-predict.png")
+    finally:
+        phone.close()
+
+
+def test_dark_mode_heatmap_has_no_white_canvas(app_url, page):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    dark = page.context.browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
+    try:
+        page = dark
+        page.goto(app_url + "?__theme=dark")
+        page.wait_for_selector("#predict-btn", timeout=60_000)
+        _predict(page, "Obama visits Paris with Apple today", image="map.jpg")
+        page.wait_for_selector("#heatmap img", timeout=30_000)
+        picture = np.asarray(Image.open(io.BytesIO(_heatmap_bytes(page))).convert("RGB"))
+        white = (picture.min(axis=2) > 245).mean()
+        assert white < 0.02, f"{white:.0%} of the heatmap image is white canvas"
+        legend = page.locator("#heatmap-legend")
+        assert "weight" in legend.inner_text()
+        colour = legend.evaluate("e => getComputedStyle(e.querySelector('.itjner-heat-legend')).color")
+        assert colour != "rgb(0, 0, 0)", "the legend text follows the dark theme"
+        _shot(page, "dark-heatmap.png")
+    finally:
+        dark.close()
