@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     runtime.quiet_transformers()
-    from .layout import EXAMPLES, KEYS_JS, build_demo
+    from .layout import CSS, EXAMPLES, KEYS_JS, build_demo
     from .messages import UserError
     from .service import MAX_UPLOAD_MB, PredictService
 
@@ -76,5 +76,6 @@ def main(argv=None) -> int:
     print(f"ITJNER app: model {folder} ({service.predictor().config.modalities()}, warm-up {warm:.1f} s) on "
           f"http://{args.host}:{args.port}", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=f"{MAX_UPLOAD_MB}mb",
-                show_error=True, footer_links=["api"], allowed_paths=[str(EXAMPLES)], head=KEYS_JS)
+                show_error=True, footer_links=["api"], allowed_paths=[str(EXAMPLES)], head=KEYS_JS,
+                css=CSS)
     return 0

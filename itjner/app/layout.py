@@ -39,6 +39,17 @@ document.addEventListener("keydown", (event) => {
 """
 
 
+# On a phone the examples table fits the screen: cells wrap instead of pushing the table wider than the page.
+CSS = """
+@media (max-width: 640px) {
+  #examples .table-wrap table { width: 100% !important; min-width: 0 !important; table-layout: fixed; }
+  #examples .table-wrap th, #examples .table-wrap td {
+    white-space: normal !important; overflow-wrap: anywhere; padding: 4px !important; min-width: 0 !important; }
+  #examples .table-wrap img { max-width: 64px; height: auto; }
+}
+"""
+
+
 def header(default_checkpoint: str) -> str:
     return ("## ITJNER · named entities in tweets, read with their images\n"
             "Image-text joint NER (Zhong et al., 2022): the text attends to the image's 7×7 regions and to a caption "

@@ -230,7 +230,7 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
                 raw = gr.JSON(label="prediction")
     if examples:  # below the results: on a phone the results come right after the Predict button
         gr.Examples(examples=examples, inputs=[c["image"], c["text"], c["caption"]],
-                    label="Examples (procedurally drawn images)")
+                    label="Examples (procedurally drawn images)", elem_id="examples")
     state = gr.State()
     fix = r["correct"]
     outputs = [r["status"], r["caption"], r["entities"], fix["words"], fix["message"], r["token"], r["source"],

@@ -217,7 +217,8 @@ def _predict(page, text: str, image: str | None = "stage.jpg") -> None:
     page.locator("#tweet-text textarea").fill(text)
     page.locator("#predict-btn").click()
     page.wait_for_function("() => { const s = document.querySelector('#status');"
-                           " return s && s.innerText.trim() && s.innerText !== s.dataset.old; }", timeout=60_000)
+                           " return s && s.innerText.trim() && s.innerText !== s.dataset.old"
+                           " && !s.innerText.includes('processing'); }", timeout=60_000)
 
 
 def _gate_bars(page) -> tuple[list[str], list[str]]:
@@ -323,6 +324,9 @@ def test_phone_width_puts_results_under_the_button(app_url, page):
         assert 0 <= gap < 400, f"the results start {gap:.0f} px below the Predict button"
         width = page.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 392, f"the page is {width} px wide on a 390 px screen (something is cut off)"
+        table, room = page.evaluate("() => { const t = document.querySelector('#examples table');"
+                                    " return [t.scrollWidth, t.parentElement.clientWidth]; }")
+        assert table <= room + 1, f"the examples table is {table} px wide in {room} px: cut off"
         _shot(page, "phone-predict.png")
     finally:
         phone.close()
