@@ -1,11 +1,13 @@
-"""Load test of the demo app: N concurrent gradio_client clients, each running one prediction against the real app.
+"""Load test of the demo app: one client alone, then N concurrent gradio_client clients, against the real app.
 
     python bench/load_test_app.py [--checkpoint DIR | --url http://127.0.0.1:7860/] [--clients 20]
 
-Without --url the app is started here (`python app.py` on a free 127.0.0.1 port) and stopped at the end. Every
-client sends a different tweet (so the app's prediction cache never answers) with one of the example images; each
-answer is checked against the same tweet tagged in this process with `Predictor` (same checkpoint): tokens, tags
-and entity spans must match. Prints per-request latency p50 / p95 / max and the wall time. Not a timed test.
+Without --url the app is started here (`python app.py` on a free 127.0.0.1 port) and stopped at the end. First one
+client sends --single requests one after another (the single-user latency), then N clients send one request each at
+the same moment. Every request carries a different tweet (so the app's prediction cache never answers) with one of
+the example images; each answer is checked against the same tweet tagged in this process with `Predictor` (same
+checkpoint): tokens, tags and entity spans must match. Prints latency p50 / p95 / max of both phases, the burst's
+requests per second and the ratio of the two p50s. Not a timed test.
 """
 import argparse
 import json
@@ -119,11 +121,31 @@ def percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def run(url: str, texts: list[str], files: list[Path]) -> tuple[list[float], list, float]:
+def run_single(url: str, texts: list[str], files: list[Path]) -> list[float]:
+    """One client, requests one after another: what a lone user waits."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    latencies = []
+    for text, file in zip(texts, files):
+        started = time.perf_counter()
+        client.predict(handle_file(str(file)), text, "", None, "checkpoint default", api_name="/predict")
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def run(url: str, texts: list[str], files: list[Path], warm: bool = True) -> tuple[list[float], list, float]:
+    """N clients send one request each at the same moment. `warm`: each client has made one (untimed) request
+    first, as a browser has by the time its user clicks (the page load opens the session, which Gradio builds on a
+    session's first request: ~20 ms of server time); otherwise the burst pays for 20 new sessions too."""
     from gradio_client import Client, handle_file
 
     n = len(texts)
     clients = [Client(url, verbose=False) for _ in range(n)]  # connect first: time the predictions only
+    if warm:
+        for i, client in enumerate(clients):
+            client.predict(handle_file(str(files[i])), f"session {i} opens", "", None, "checkpoint default",
+                           api_name="/predict")
     latencies: list[float] = [0.0] * n
     results: list = [None] * n
     barrier = threading.Barrier(n + 1)
@@ -153,13 +175,17 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="model folder (default: the app's default checkpoint)")
     p.add_argument("--url", help="test an app that is already running (its checkpoint must be --checkpoint)")
     p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--single", type=int, default=10, help="requests of the lone client, one after another")
+    p.add_argument("--fresh-sessions", action="store_true",
+                   help="the burst's clients send their first request in the burst (new Gradio sessions)")
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="passed to app.py --threads")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
-    from app import default_checkpoint, missing_checkpoint_message
+    from itjner.app.launch import missing_checkpoint_message
+    from itjner.checkpoints import DEFAULT_CHECKPOINT
 
-    checkpoint = args.checkpoint or str(default_checkpoint())
+    checkpoint = args.checkpoint or str(DEFAULT_CHECKPOINT)
     if not Path(checkpoint, "model.safetensors").is_file():
         raise SystemExit(missing_checkpoint_message(Path(checkpoint)))
     texts, files = tweets(args.clients), images(args.clients)
@@ -175,7 +201,8 @@ def main(argv=None) -> int:
 
             Client(url, verbose=False).predict(handle_file(str(files[0])), "warm up", "", None, "checkpoint default",
                                                api_name="/predict")  # first call loads lazily built parts
-            latencies, results, wall = run(url, texts, files)
+            alone = run_single(url, [f"{t} , alone" for t in tweets(args.single)], images(args.single))
+            latencies, results, wall = run(url, texts, files, warm=not args.fresh_sessions)
             if want is None:
                 from itjner.configuration_itjner import ITJNERConfig
 
@@ -194,18 +221,22 @@ def main(argv=None) -> int:
                "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]}
         if got != exp:
             failures.append(f"client {i}: got {got}, expected {exp}")
-        elif "image" in raw["modalities"] and not (res[6] and Path(res[6]).is_file()):
+        elif "image" in raw["modalities"] and not (res[8] and Path(res[8]).is_file()):
             failures.append(f"client {i}: no heatmap file")
         elif "image" not in raw["modalities"] and "does not influence" not in res[0]:
             failures.append(f"client {i}: a text-only checkpoint must say the image does not influence it")
-    stats = {"clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),
+    stats = {"single_p50_s": percentile(alone, 0.5), "single_p95_s": percentile(alone, 0.95),
+             "clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),
              "p95_s": percentile(latencies, 0.95), "max_s": max(latencies), "mean_s": statistics.mean(latencies),
-             "wall_s": wall, "checkpoint": checkpoint, "threads": args.threads,
+             "wall_s": wall, "requests_per_s": args.clients / wall, "fresh_sessions": args.fresh_sessions, "checkpoint": checkpoint, "threads": args.threads,
              "reference": "in-process Predictor" if local else "the same tweets sent one at a time afterwards"}
+    stats["p50_ratio"] = stats["p50_s"] / stats["single_p50_s"]
     print(f"reference: {stats['reference']}")
+    print(f"one client alone ({args.single} requests): p50 {stats['single_p50_s']:.3f} s, "
+          f"p95 {stats['single_p95_s']:.3f} s")
     print(f"{stats['ok']}/{args.clients} predictions correct; latency p50 {stats['p50_s']:.2f} s, "
           f"p95 {stats['p95_s']:.2f} s, max {stats['max_s']:.2f} s; all {args.clients} done in {wall:.2f} s "
-          f"({args.clients / wall:.1f} req/s)")
+          f"({args.clients / wall:.1f} req/s); p50 {stats['p50_ratio']:.1f}x the lone client's")
     for line in failures:
         print("FAIL", line)
     if args.json:

@@ -70,8 +70,7 @@ def run_analysis(service: PredictService, split: str | None, images: str | None,
     for start in range(0, len(tweets), chunk):
         if progress:
             progress(start / len(tweets), f"tagged {start} of {len(tweets)} tweets")
-        with service._run_lock:
-            preds += predictor.predict(tweets[start:start + chunk], images_dir=images_dir, report=report)
+        preds += service.tag_many(predictor, tweets[start:start + chunk], images_dir=images_dir, report=report)
     if progress:
         progress(1.0, f"tagged {len(tweets)} tweets")
     try:
@@ -124,8 +123,7 @@ def run_export(service: PredictService, data: str | None, images: str | None, ch
     if not tweets:
         raise UserError(f"{path} has no tweets.")
     predictor = service.predictor(checkpoint, caption_source)
-    with service._run_lock:
-        preds = predictor.predict(tweets, images_dir=images_dir, progress=True)
+    preds = service.tag_many(predictor, tweets, images_dir=images_dir, progress=True)
     out = Path(tempfile.mkdtemp(prefix="itjner-export-")) / f"{path.stem}-tasks.json"
     n = export_tasks_json(preds, images_dir, predictor.model_version, out, order=order)
     return str(out), n

@@ -14,6 +14,7 @@ from ..data import Prediction, Tweet, tokenize
 from ..caching import LRUCache
 from ..checkpoints import NotACheckpoint, require_checkpoint
 from .messages import UserError, md_code
+from .microbatch import MicroBatcher
 
 MAX_CHARS = 2000                  # tweets have at most 280; longer input is refused with a message
 MAX_UPLOAD_MB = 50                # upload limit (launch(max_file_size=...)); a 100-megapixel phone JPEG is 20-40 MB
@@ -81,8 +82,9 @@ class PredictResult:
 
 
 class PredictService:
-    """Predictors by (checkpoint folder, caption source), loaded once each; one model call at a time; an LRU of
-    recent predictions, so asking again for the same tweet, image and settings runs nothing."""
+    """Predictors by (checkpoint folder, caption source), loaded once each; concurrent requests tagged together
+    (microbatch.py), one model call at a time; an LRU of recent predictions, so asking again for the same tweet,
+    image and settings runs nothing."""
 
     def __init__(self, default_checkpoint: str | os.PathLike, device: str | None = None,
                  caption_source: str | None = None, cache_dir=None, cache_size: int = 64):
@@ -92,8 +94,10 @@ class PredictService:
         self.cache_dir = cache_dir
         self._predictors: dict[tuple[str, str | None], Any] = {}
         self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+        self._run_lock = threading.Lock()  # one model call at a time (micro-batches and whole-file runs)
+        self._batcher = MicroBatcher(self._run_lock)
         self._recent: LRUCache[tuple] = LRUCache(cache_size)
+        self._recent_lock = threading.Lock()
 
     # -- loading
     def resolve(self, checkpoint: str | None) -> str:
@@ -151,7 +155,7 @@ class PredictService:
         Image.new("RGB", (64, 48), (128, 128, 128)).save(buf, "PNG")
         image = ImageInput(data=buf.getvalue(), image=Image.new("RGB", (64, 48)))
         self.predict_tokens(["warm", "up"], image)
-        with self._run_lock:
+        with self._recent_lock:
             self._recent.clear()
         return time.perf_counter() - started
 
@@ -175,30 +179,35 @@ class PredictService:
 
         key = (folder, spec, sha256(blob) if blob else None, tuple(tokens), override)
         notes = override_notes(predictor.config, spec, override)
-        with self._run_lock:
-            if key in self._recent:
-                pred, seconds = self._recent.get(key)
-                res = self._result(pred, image, folder, spec, predictor, seconds, cached=True)
-                res.notes = notes
-                return res
-            started = time.perf_counter()
-            try:
-                pred = predictor.predict([Tweet(image_id, tokens)], images=[blob], given_captions=[override],
-                                         details=True)[0]
-            except ImportError as err:
-                raise UserError(f"The caption source {spec or predictor.config.caption_source!r} is not available "
-                                f"in this installation ({err}).") from err
-            except (ValueError, FileNotFoundError, OSError) as err:
-                raise UserError(f"Prediction failed: {err}") from err
-            except RuntimeError as err:
-                if type(err).__name__ != "CaptionSourceUnavailable":
-                    raise
-                raise UserError(str(err)) from err
-            seconds = time.perf_counter() - started
+        with self._recent_lock:
+            recent = self._recent.get(key)
+        if recent is not None:
+            res = self._result(recent[0], image, folder, spec, predictor, recent[1], cached=True)
+            res.notes = notes
+            return res
+        started = time.perf_counter()
+        try:
+            pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override)
+        except ImportError as err:
+            raise UserError(f"The caption source {spec or predictor.config.caption_source!r} is not available "
+                            f"in this installation ({err}).") from err
+        except (ValueError, FileNotFoundError, OSError) as err:
+            raise UserError(f"Prediction failed: {err}") from err
+        except RuntimeError as err:
+            if type(err).__name__ != "CaptionSourceUnavailable":
+                raise
+            raise UserError(str(err)) from err
+        seconds = time.perf_counter() - started
+        with self._recent_lock:
             self._recent.put(key, (pred, seconds))
         res = self._result(pred, image, folder, spec, predictor, seconds)
         res.notes = notes
         return res
+
+    def tag_many(self, predictor, tweets: list[Tweet], **kwargs) -> list[Prediction]:
+        """A whole file's tweets (error analysis, export), taking turns with the app's micro-batches."""
+        with self._run_lock:
+            return predictor.predict(tweets, **kwargs)
 
     @staticmethod
     def _result(pred, image, folder, spec, predictor, seconds, cached=False) -> PredictResult:

@@ -52,7 +52,7 @@ def on_filter(run, kinds, types):
 
 def on_select(service: PredictService, run, shown, evt: gr.SelectData):
     if run is None or not shown or evt.index is None:
-        return (None, None, "", gr.Dropdown(choices=[], value=None), None, "", None)
+        return (None, None, "", gr.update(choices=[], value=None), None, "", None)
     row = shown[evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index]
     gold, predicted = runs.gold_pred_highlights(row)
     tweet = run.tweets[row["index"]]
@@ -62,7 +62,7 @@ def on_select(service: PredictService, run, shown, evt: gr.SelectData):
         res = service.predict_tokens(list(tweet.tokens), image, None, run.checkpoint, run.caption_source,
                                      image_id=tweet.image_id)
     except UserError as err:
-        return (gold, None, problem(err), gr.Dropdown(choices=[], value=None), None, "", None)
+        return (gold, None, problem(err), gr.update(choices=[], value=None), None, "", None)
     pred = res.prediction
     choices = ui.token_choices(pred)
     first = first_error_choice(row) or (choices[0][1] if choices else None)
@@ -72,9 +72,9 @@ def on_select(service: PredictService, run, shown, evt: gr.SelectData):
     note = (f"Tweet #{row['index']} (image {md_code(tweet.image_id)}): "
             + ("; ".join(f"{e['kind']}" for e in row["errors"]) or "no errors")
             + ("" if picture is not None else f" · no heatmap ({why})"))
-    predicted = gr.HighlightedText(value=predicted, color_map=ui.colour_map(
+    predicted = gr.update(value=predicted, color_map=ui.colour_map(
         [Entity(c["start"], c["end"], c["type"], c.get("score")) for c in row["pred"]]))
-    return (gold, predicted, note, gr.Dropdown(choices=choices, value=first),
+    return (gold, predicted, note, gr.update(choices=choices, value=first),
             ui.to_jpeg_file(heat.picture) if heat else None, ui.heatmap_html(heat), {"pred": pred, "image": picture})
 
 

@@ -35,32 +35,32 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
         ui.status_message(res),
         ui.caption_text(res),
         entities_view(pred.tweet.tokens, pred.entities),
-        gr.Dropdown(choices=ui.word_choices(pred.tweet.tokens), value=[]),
+        gr.update(choices=ui.word_choices(pred.tweet.tokens), value=[]),
         "",
-        gr.Dropdown(choices=choices, value=first),
-        gr.Radio(choices=sources or [ui.MAP_Q], value=(sources or [ui.MAP_Q])[0]),
-        gr.Dropdown(choices=ui.head_choices(pred), value=ui.MEAN_HEADS),
+        gr.update(choices=choices, value=first),
+        gr.update(choices=sources or [ui.MAP_Q], value=(sources or [ui.MAP_Q])[0]),
+        gr.update(choices=ui.head_choices(pred), value=ui.MEAN_HEADS),
         ui.to_jpeg_file(heat.picture) if heat else None,
         ui.heatmap_html(heat),
-        gr.Column(visible=maps),
-        gr.Markdown(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
-        gr.HTML(ui.gate_html(gate), visible=bool(gate)),
-        gr.Gallery(value=gallery or None, visible=bool(gallery)),
+        gr.update(visible=maps),
+        gr.update(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
+        gr.update(value=ui.gate_html(gate), visible=bool(gate)),
+        gr.update(value=gallery or None, visible=bool(gallery)),
         ui.prediction_json(pred, Path(res.checkpoint).name, res.modalities),
         state,
     )
 
 
-def entities_view(tokens, entities) -> gr.HighlightedText:
-    return gr.HighlightedText(value=ui.highlight_value(tokens, entities), color_map=ui.colour_map(entities))
+def entities_view(tokens, entities) -> dict:
+    return gr.update(value=ui.highlight_value(tokens, entities), color_map=ui.colour_map(entities))
 
 
 def predict_problem(message: str):
     """An input the app cannot tag: say why in the status line, clear the old results. API callers get
     {"error": message} as the JSON output."""
-    return (f"⚠️ **{md_escape(message)}**", "", None, gr.Dropdown(choices=[], value=[]), "",
-            gr.Dropdown(choices=[], value=None), gr.Radio(), gr.Dropdown(), None, "", gr.Column(visible=False),
-            gr.Markdown(visible=False), gr.HTML("", visible=False), gr.Gallery(value=None, visible=False),
+    return (f"⚠️ **{md_escape(message)}**", "", None, gr.update(choices=[], value=[]), "",
+            gr.update(choices=[], value=None), gr.update(), gr.update(), None, "", gr.update(visible=False),
+            gr.update(visible=False), gr.update(value="", visible=False), gr.update(value=None, visible=False),
             {"error": message}, None)
 
 
@@ -77,25 +77,25 @@ def on_rerender(state, choice, source, head):
 def on_span_click(state, evt: gr.SelectData):
     """A click on a highlighted span picks its words in the correction panel."""
     if not state:
-        return gr.Dropdown()
-    return gr.Dropdown(value=ui.words_of_span(state["pred"].tweet.tokens, state["entities"], evt.index, evt.value))
+        return gr.update()
+    return gr.update(value=ui.words_of_span(state["pred"].tweet.tokens, state["entities"], evt.index, evt.value))
 
 
 def on_correct(state, words, etype, token):
     """Apply one correction: the entities, the heatmap word list and what Send will deliver follow it."""
     if not state:
-        return None, "Predict first: there is nothing to correct.", gr.Dropdown(), state
+        return None, "Predict first: there is nothing to correct.", gr.update(), state
     pred = state["pred"]
     try:
         entities = ui.apply_correction(state["entities"], words, etype, len(pred.tweet.tokens))
     except UserError as err:
-        return gr.HighlightedText(), f"⚠️ {md_escape(err)}", gr.Dropdown(), state
+        return gr.update(), f"⚠️ {md_escape(err)}", gr.update(), state
     state = {**state, "entities": entities}
     choices = ui.token_choices(pred, entities)
     keep = token if token in {value for _, value in choices} else None
     what = "removed" if etype == ui.NOT_AN_ENTITY else f"labelled {etype}"
     return (entities_view(pred.tweet.tokens, entities), f"Corrected: {len(words)} word(s) {what}.",
-            gr.Dropdown(choices=choices, value=keep or choices[0][1]), state)
+            gr.update(choices=choices, value=keep or choices[0][1]), state)
 
 
 def caption_source_state(service: PredictService, checkpoint) -> dict:
@@ -114,8 +114,8 @@ def on_model(service: PredictService, checkpoint):
     try:
         folder = service.resolve(checkpoint)
     except UserError as err:
-        return f"⚠️ {md_escape(err)}", gr.Dropdown()
-    return model_card_text(folder), gr.Dropdown(**caption_source_state(service, folder))
+        return f"⚠️ {md_escape(err)}", gr.update()
+    return model_card_text(folder), gr.update(**caption_source_state(service, folder))
 
 
 def on_send(state, url, key, project):
@@ -236,7 +236,8 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
     outputs = [r["status"], r["caption"], r["entities"], fix["words"], fix["message"], r["token"], r["source"],
                r["head"], r["heatmap"], r["legend"], r["group"], r["map_note"], r["gate"], r["gallery"], raw, state]
     inputs = [c["image"], c["text"], c["caption"], c["checkpoint"], c["caption_source"]]
-    c["button"].click(partial(on_predict, service), inputs, outputs, api_name="predict", concurrency_limit=4)
+    # many at once: concurrent requests reach the service together and are tagged in one model call
+    c["button"].click(partial(on_predict, service), inputs, outputs, api_name="predict", concurrency_limit=32)
     for control in (r["token"], r["source"], r["head"]):
         control.input(on_rerender, [state, r["token"], r["source"], r["head"]], [r["heatmap"], r["legend"]],
                       api_name=False, concurrency_limit=8)
