@@ -1,0 +1,69 @@
+"""The floor under the app's load test: the same requests against a Gradio app that does nothing.
+
+    python bench/gradio_floor.py [--clients 20] [--single 10] [--outputs 16]
+
+Starts (in a subprocess, on a free 127.0.0.1 port) a Blocks app with the demo's /predict inputs (an image upload
+and four text fields) and --outputs text outputs, whose function returns at once; then times one client alone and a
+burst of N clients exactly as bench/load_test_app.py does. Whatever the floor costs, no model code can save: it is
+Gradio's and gradio_client's per-request work (upload, queue, events) on this machine. Not a timed test.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from load_test_app import EXAMPLES, free_port, images, percentile, run, run_single, tweets
+
+APP = '''
+import os, sys
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+import gradio as gr
+n = int(sys.argv[2])
+with gr.Blocks() as demo:
+    inputs = [gr.Image(type="filepath")] + [gr.Textbox() for _ in range(4)]
+    outputs = [gr.Textbox() for _ in range(n)]
+    gr.Button().click(lambda *a: tuple([a[1]] * n), inputs, outputs, api_name="predict", concurrency_limit=32)
+demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True)
+'''
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--single", type=int, default=10)
+    p.add_argument("--outputs", type=int, default=16, help="outputs of the no-op event (the demo's /predict has 16)")
+    p.add_argument("--fresh-sessions", action="store_true")
+    args = p.parse_args(argv)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as work:
+        script = Path(work, "noop_app.py")
+        script.write_text(APP)
+        proc = subprocess.Popen([sys.executable, str(script), str(port), str(args.outputs)],
+                                env=dict(os.environ, GRADIO_TEMP_DIR=work), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            for _ in range(240):
+                try:
+                    urllib.request.urlopen(url, timeout=2)
+                    break
+                except OSError:
+                    time.sleep(0.25)
+            alone = run_single(url, tweets(args.single), images(args.single))
+            latencies, results, wall = run(url, tweets(args.clients), images(args.clients), warm=not args.fresh_sessions)
+        finally:
+            proc.terminate()
+    failed = sum(isinstance(r, Exception) for r in results)
+    print(f"no-op Gradio app, image upload + {args.outputs} outputs ({EXAMPLES.name}/ images): one client alone p50 "
+          f"{percentile(alone, 0.5):.3f} s; {args.clients} clients p50 {percentile(latencies, 0.5):.2f} s, "
+          f"p95 {percentile(latencies, 0.95):.2f} s, {args.clients / wall:.1f} req/s "
+          f"({percentile(latencies, 0.5) / percentile(alone, 0.5):.1f}x the lone client's){'; failed ' + str(failed) if failed else ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
