@@ -129,7 +129,7 @@ def run_single(url: str, texts: list[str], files: list[Path]) -> list[float]:
     latencies = []
     for text, file in zip(texts, files):
         started = time.perf_counter()
-        client.predict(handle_file(str(file)), text, "", None, "checkpoint default", api_name="/predict")
+        client.predict(handle_file(str(file)), text, "", None, "default", api_name="/predict")
         latencies.append(time.perf_counter() - started)
     return latencies
 
@@ -144,7 +144,7 @@ def run(url: str, texts: list[str], files: list[Path], warm: bool = True) -> tup
     clients = [Client(url, verbose=False) for _ in range(n)]  # connect first: time the predictions only
     if warm:
         for i, client in enumerate(clients):
-            client.predict(handle_file(str(files[i])), f"session {i} opens", "", None, "checkpoint default",
+            client.predict(handle_file(str(files[i])), f"session {i} opens", "", None, "default",
                            api_name="/predict")
     latencies: list[float] = [0.0] * n
     results: list = [None] * n
@@ -154,7 +154,7 @@ def run(url: str, texts: list[str], files: list[Path], warm: bool = True) -> tup
         barrier.wait()
         started = time.perf_counter()
         try:
-            results[i] = clients[i].predict(handle_file(str(files[i])), texts[i], "", None, "checkpoint default",
+            results[i] = clients[i].predict(handle_file(str(files[i])), texts[i], "", None, "default",
                                             api_name="/predict")
         except Exception as err:  # recorded, reported as a failure
             results[i] = err
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         try:
             from gradio_client import Client, handle_file
 
-            Client(url, verbose=False).predict(handle_file(str(files[0])), "warm up", "", None, "checkpoint default",
+            Client(url, verbose=False).predict(handle_file(str(files[0])), "warm up", "", None, "default",
                                                api_name="/predict")  # first call loads lazily built parts
             alone = run_single(url, [f"{t} , alone" for t in tweets(args.single)], images(args.single))
             latencies, results, wall = run(url, texts, files, warm=not args.fresh_sessions)

@@ -85,3 +85,7 @@ def model_card_text(folder: str | os.PathLike) -> str:
     """The checkpoint's README.md model card, or a line saying it has none."""
     path = Path(folder) / "README.md"
     return path.read_text(encoding="utf-8") if path.is_file() else f"{Path(folder).name} has no model card."
+
+
+DEFAULT_CAPTIONER = REPO / "assets" / "captioner-flickr8k"  # the paper's captioner, trained on real photos
+DEFAULT_CAPTION_SPEC = "lstm:assets/captioner-flickr8k"

@@ -112,10 +112,3 @@ def _draw_grid(picture: Image.Image, side: int) -> None:
 def format_weight(value: float) -> str:
     """4 significant digits: near-uniform maps (all weights close to 1/49) still show distinct bounds."""
     return f"{value:.4g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def thumbnails(image: Image.Image, grids: Sequence[np.ndarray], labels: Sequence[str], max_side: int = 160
-               ) -> list[tuple[Image.Image, str]]:
-    """One small overlay per grid (e.g. the captioner's attention for each caption word), for a gallery."""
-    return [(overlay(image, g, max_side=max_side, grid_lines=False), label)
-            for g, label in zip(grids, labels)]

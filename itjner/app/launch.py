@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from ..checkpoints import DEFAULT_CHECKPOINT, REPO, NotACheckpoint, find_checkpoints, require_checkpoint
+from ..checkpoints import (DEFAULT_CAPTION_SPEC, DEFAULT_CAPTIONER, DEFAULT_CHECKPOINT, REPO, NotACheckpoint,
+                           find_checkpoints, require_checkpoint)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -25,7 +26,8 @@ def parse_args(argv=None):
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--caption-source", help="tags | given | lstm:<dir> | hf:<model> (default: the checkpoint's)")
+    p.add_argument("--caption-source", help=f"lstm:<dir> | tags | given | hf:<model> (default: {DEFAULT_CAPTION_SPEC}, "
+                                            "the captioner trained on real photos)")
     p.add_argument("--cache-dir", help="image feature cache (default $ITJNER_CACHE or ~/.cache/itjner)")
     p.add_argument("--allow-server-paths", action="store_true",
                    help="keep the error-analysis and export tabs (they read server paths) on a non-local --host")
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
     from .messages import UserError
     from .service import MAX_UPLOAD_MB, PredictService
 
-    service = PredictService(folder, args.device, args.caption_source,
+    caption_source = args.caption_source or (DEFAULT_CAPTION_SPEC if DEFAULT_CAPTIONER.is_dir() else None)
+    service = PredictService(folder, args.device, caption_source,
                              cache_dir=Path(args.cache_dir) / "features" if args.cache_dir else None)
     try:
         service.predictor()  # load once, now: the first request does not pay for it and a broken folder fails here

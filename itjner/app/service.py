@@ -12,15 +12,16 @@ from typing import Any
 
 from ..data import Prediction, Tweet, tokenize
 from ..caching import LRUCache
-from ..checkpoints import NotACheckpoint, require_checkpoint
+from ..checkpoints import DEFAULT_CAPTION_SPEC, NotACheckpoint, require_checkpoint
 from .messages import UserError, md_code
 from .microbatch import MicroBatcher
+from .photo_caption import PhotoCaption, PhotoCaptioner
 
 MAX_CHARS = 2000                  # tweets have at most 280; longer input is refused with a message
 MAX_UPLOAD_MB = 50                # upload limit (launch(max_file_size=...)); a 100-megapixel phone JPEG is 20-40 MB
 DISPLAY_SIDE = 512                # longest side of the image the heatmaps are drawn on
-DEFAULT_SOURCE = "checkpoint default"
-CAPTION_SOURCES = (DEFAULT_SOURCE, "tags", "given")
+DEFAULT_SOURCE = "default"        # the app's caption source: --caption-source, else the Flickr8k captioner
+CAPTION_SOURCES = (DEFAULT_SOURCE, DEFAULT_CAPTION_SPEC, "tags", "given")
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
@@ -79,6 +80,7 @@ class PredictResult:
     cached: bool = False
     notes: list[str] = field(default_factory=list)  # extra Markdown-safe remarks for the status line
     default_caption_source: str = ""                 # the checkpoint's own caption source
+    photo_caption: PhotoCaption | None = None        # the caption shown with per-word attention (photo_caption.py)
 
 
 class PredictService:
@@ -98,6 +100,7 @@ class PredictService:
         self._batcher = MicroBatcher(self._run_lock)
         self._recent: LRUCache[tuple] = LRUCache(cache_size)
         self._recent_lock = threading.Lock()
+        self.photo_captioner = PhotoCaptioner(self._run_lock)
 
     # -- loading
     def resolve(self, checkpoint: str | None) -> str:
@@ -109,7 +112,7 @@ class PredictService:
 
     def caption_spec(self, caption_source: str | None) -> str | None:
         spec = (caption_source or "").strip()
-        if not spec or spec == DEFAULT_SOURCE:
+        if not spec or spec in (DEFAULT_SOURCE, "checkpoint default"):  # the latter: the API's name before 0.2
             return self.default_caption_source
         return spec
 
@@ -182,9 +185,7 @@ class PredictService:
         with self._recent_lock:
             recent = self._recent.get(key)
         if recent is not None:
-            res = self._result(recent[0], image, folder, spec, predictor, recent[1], cached=True)
-            res.notes = notes
-            return res
+            return self._result(recent[0], image, folder, spec, predictor, recent[1], notes, cached=True)
         started = time.perf_counter()
         try:
             pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override)
@@ -200,19 +201,17 @@ class PredictService:
         seconds = time.perf_counter() - started
         with self._recent_lock:
             self._recent.put(key, (pred, seconds))
-        res = self._result(pred, image, folder, spec, predictor, seconds)
-        res.notes = notes
-        return res
+        return self._result(pred, image, folder, spec, predictor, seconds, notes)
 
     def tag_many(self, predictor, tweets: list[Tweet], **kwargs) -> list[Prediction]:
         """A whole file's tweets (error analysis, export), taking turns with the app's micro-batches."""
         with self._run_lock:
             return predictor.predict(tweets, **kwargs)
 
-    @staticmethod
-    def _result(pred, image, folder, spec, predictor, seconds, cached=False) -> PredictResult:
+    def _result(self, pred, image, folder, spec, predictor, seconds, notes, cached=False) -> PredictResult:
         return PredictResult(pred, image, folder, spec, predictor.config.use_image, predictor.config.modalities(),
-                             seconds, cached, default_caption_source=str(predictor.config.caption_source))
+                             seconds, cached, notes, default_caption_source=str(predictor.config.caption_source),
+                             photo_caption=self.photo_captioner.for_prediction(pred, predictor, image))
 
 
 def override_notes(config, spec: str | None, override: str | None) -> list[str]:

@@ -26,9 +26,9 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
     sources = ui.map_sources(pred)
     picture = res.image.image if res.uses_image else None
     heat = ui.render_heatmap(pred, picture, first, ui.MAP_Q, ui.MEAN_HEADS) if sources else None
-    gallery = ui.caption_gallery(pred, res.image.image)
     state = {"pred": pred, "image": picture, "image_bytes": res.image.data if not res.image.problem else None,
-             "model_version": Path(res.checkpoint).name, "entities": list(pred.entities)}
+             "model_version": Path(res.checkpoint).name, "entities": list(pred.entities),
+             "photo": res.photo_caption, "photo_image": res.image.image}
     maps = bool(sources) and picture is not None
     gate = ui.gate_rows(pred) if picture is not None else None
     return (
@@ -45,10 +45,18 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
         gr.update(visible=maps),
         gr.update(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
         gr.update(value=ui.gate_html(gate), visible=bool(gate)),
-        gr.update(value=gallery or None, visible=bool(gallery)),
+        *caption_panel(res.photo_caption, res.image.image),
         ui.prediction_json(pred, Path(res.checkpoint).name, res.modalities),
         state,
     )
+
+
+def caption_panel(photo, image) -> tuple:
+    """The caption's words and the heatmap of the first: where the captioner looked for each word it wrote."""
+    choices = ui.caption_word_choices(photo)
+    heat = ui.render_caption_heatmap(photo, image, None) if choices else None
+    return (gr.update(visible=heat is not None), gr.update(choices=choices, value=choices[0][1] if choices else None),
+            ui.to_jpeg_file(heat.picture) if heat else None, ui.heatmap_html(heat))
 
 
 def entities_view(tokens, entities) -> dict:
@@ -60,8 +68,8 @@ def predict_problem(message: str):
     {"error": message} as the JSON output."""
     return (f"⚠️ **{md_escape(message)}**", "", None, gr.update(choices=[], value=[]), "",
             gr.update(choices=[], value=None), gr.update(), gr.update(), None, "", gr.update(visible=False),
-            gr.update(visible=False), gr.update(value="", visible=False), gr.update(value=None, visible=False),
-            {"error": message}, None)
+            gr.update(visible=False), gr.update(value="", visible=False), gr.update(visible=False),
+            gr.update(choices=[], value=None), None, "", {"error": message}, None)
 
 
 def on_rerender(state, choice, source, head):
@@ -69,6 +77,16 @@ def on_rerender(state, choice, source, head):
         return None, ""
     try:
         heat = ui.render_heatmap(state["pred"], state["image"], choice, source, head)
+    except UserError as err:
+        raise gr.Error(str(err), print_exception=False) from None
+    return (ui.to_jpeg_file(heat.picture) if heat else None), ui.heatmap_html(heat)
+
+
+def on_caption_word(state, choice):
+    if not state or state.get("photo") is None:
+        return None, ""
+    try:
+        heat = ui.render_caption_heatmap(state["photo"], state.get("photo_image"), choice)
     except UserError as err:
         raise gr.Error(str(err), print_exception=False) from None
     return (ui.to_jpeg_file(heat.picture) if heat else None), ui.heatmap_html(heat)
@@ -190,15 +208,20 @@ def image_panels() -> dict:
 
 def result_column() -> dict:
     r = {"status": gr.Markdown(elem_id="status"),
-         "caption": gr.Textbox(label="Caption the model read", interactive=False, elem_id="caption-out")}
+         "caption": gr.Textbox(label="Caption of the photo", interactive=False, elem_id="caption-out")}
     gr.HTML(ui.legend_html(), padding=False)
     r["entities"] = gr.HighlightedText(label="Entities with confidence (click a span to correct it below)",
                                        show_legend=False, color_map=dict(ui.TYPE_COLOURS), elem_id="entities")
     r["correct"] = correction_panel()
     r.update(image_panels())
     r["map_note"] = gr.Markdown(visible=False)
-    r["gallery"] = gr.Gallery(label="Captioner's attention per caption word", columns=6, height=200, visible=False,
-                              elem_id="caption-attention")
+    with gr.Column(visible=False) as cap_group:
+        r["cap_word"] = gr.Dropdown(label="Caption word: where the captioner looked when it wrote it (its soft "
+                                          "attention over the 7×7 regions)", choices=[], value=None,
+                                    elem_id="caption-word")
+        r["cap_heat"] = gr.Image(show_label=False, type="filepath", interactive=False, elem_id="caption-heatmap")
+        r["cap_legend"] = gr.HTML(padding=False, elem_id="caption-heatmap-legend")
+    r["cap_group"] = cap_group
     return r
 
 
@@ -234,13 +257,15 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
     state = gr.State()
     fix = r["correct"]
     outputs = [r["status"], r["caption"], r["entities"], fix["words"], fix["message"], r["token"], r["source"],
-               r["head"], r["heatmap"], r["legend"], r["group"], r["map_note"], r["gate"], r["gallery"], raw, state]
+               r["head"], r["heatmap"], r["legend"], r["group"], r["map_note"], r["gate"], r["cap_group"], r["cap_word"], r["cap_heat"], r["cap_legend"], raw,
+               state]
     inputs = [c["image"], c["text"], c["caption"], c["checkpoint"], c["caption_source"]]
     # many at once: concurrent requests reach the service together and are tagged in one model call
     c["button"].click(partial(on_predict, service), inputs, outputs, api_name="predict", concurrency_limit=32)
     for control in (r["token"], r["source"], r["head"]):
         control.input(on_rerender, [state, r["token"], r["source"], r["head"]], [r["heatmap"], r["legend"]],
                       api_name=False, concurrency_limit=8)
+    r["cap_word"].input(on_caption_word, [state, r["cap_word"]], [r["cap_heat"], r["cap_legend"]], api_name=False)
     r["entities"].select(on_span_click, state, fix["words"], api_name=False)
     c["checkpoint"].change(partial(on_model, service), c["checkpoint"], [c["card"], c["caption_source"]],
                            api_name=False)

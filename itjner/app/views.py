@@ -133,9 +133,15 @@ def status_message(res: PredictResult) -> str:
 
 
 def caption_text(res: PredictResult) -> str:
-    """What the caption box shows: the caption the model read, or why there is none."""
+    """What the caption box shows: the caption the model read, else the photo's caption from the default captioner
+    (saying the model does not read it), or why there is none."""
     if res.prediction.caption:
         return res.prediction.caption
+    photo = res.photo_caption
+    if photo is not None and photo.text:
+        why = ("this model reads no captions" if "caption" not in res.modalities
+               else "not what this model read")
+        return f"{photo.text}  ({why}: generated for the photo by the Flickr8k captioner)"
     if "caption" not in res.modalities:
         return "(this checkpoint does not use captions)"
     if str(res.caption_source or "").startswith("given") or (res.caption_source is None and
@@ -237,23 +243,31 @@ def heatmap_html(heatmap: Heatmap | None) -> str:
             f'{format_weight(heatmap.low)} {ramp} {format_weight(heatmap.high)}</div>')
 
 
-def caption_gallery(pred: Prediction, image, max_words: int = 16) -> list:
-    """(thumbnail, caption word) per caption word that has an attention map."""
-    from ..heatmap import grid_side, thumbnails
-
-    attn = (pred.details or {}).get("caption_attention")
-    if image is None or not attn or not pred.caption:
+def caption_word_choices(photo) -> list[tuple[str, str]]:
+    """Choices of the caption-word picker: ("1. a", "0"), ... for the words that have an attention map."""
+    if photo is None or not photo.attention:
         return []
-    words = pred.caption.split()
-    grids, labels = [], []
-    for i, weights in enumerate(attn[:max_words]):
-        if weights is None:
-            continue
-        w = np.asarray(weights, dtype=np.float32)
-        side = grid_side(w.size)
-        grids.append(w.reshape(side, side))
-        labels.append(words[i] if i < len(words) else f"word {i + 1}")
-    return thumbnails(image, grids, labels)
+    return [(f"{i + 1}. {word}", str(i)) for i, word in enumerate(photo.words)
+            if i < len(photo.attention) and photo.attention[i] is not None]
+
+
+def render_caption_heatmap(photo, image, choice: str | None) -> Heatmap | None:
+    """Where the captioner looked when it wrote one caption word (its soft attention over the 7x7 regions)."""
+    from ..heatmap import grid_side, overlay
+
+    choices = caption_word_choices(photo)
+    if image is None or not choices:
+        return None
+    index = int(choice) if choice not in (None, "") and str(choice).isdigit() else int(choices[0][1])
+    if not 0 <= index < len(photo.attention) or photo.attention[index] is None:
+        raise UserError("That caption word has no attention map.")
+    weights = np.asarray(photo.attention[index], dtype=np.float32)
+    side = grid_side(weights.size)
+    grid = weights.reshape(side, side)
+    word = photo.words[index] if index < len(photo.words) else f"word {index + 1}"
+    return Heatmap(overlay(image, grid), f"captioner · \u201c{word}\u201d · attention over the regions",
+                   float(grid.min()), float(grid.max()))
+
 
 # ------------------------------------------------------------------------------------------------------ plots
 def _figure(width: float, height: float):

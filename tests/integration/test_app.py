@@ -292,7 +292,7 @@ def test_gradio_api_predict(live_app):
 
     client = Client(live_app, verbose=False)
     out = client.predict(handle_file(str(EXAMPLES / "stage.jpg")), f"Obama visits Paris {XSS}", "", None,
-                         "checkpoint default", api_name="/predict")
+                         "default", api_name="/predict")
     status, highlighted, raw = out[0], out[2], out[-1]
     token, heat, legend = out[5], out[8], out[9]
     assert "linear-gradient" in legend and "&lt;img" not in legend  # the legend names the first entity
@@ -302,11 +302,11 @@ def test_gradio_api_predict(live_app):
     assert text == " ".join(raw["tokens"])
     assert Path(heat).is_file() and Image.open(heat).size[0] > 300
     assert [c[1] for c in token["choices"]][-1] == f"w:{len(raw['tokens']) - 1}"
-    out = client.predict(None, "  ", "", None, "checkpoint default", api_name="/predict")
+    out = client.predict(None, "  ", "", None, "default", api_name="/predict")
     assert "Type the tweet" in out[0] and "Type the tweet" in out[-1]["error"]
-    out = client.predict(None, "Obama", "", str(EXAMPLES), "checkpoint default", api_name="/predict")
+    out = client.predict(None, "Obama", "", str(EXAMPLES), "default", api_name="/predict")
     assert "not an ITJNER checkpoint" in out[-1]["error"]
-    out = client.predict(None, "a " * 1200, "", None, "checkpoint default", api_name="/predict")
+    out = client.predict(None, "a " * 1200, "", None, "default", api_name="/predict")
     assert "at most 2000" in out[-1]["error"]
 
 
@@ -318,19 +318,19 @@ def test_gradio_api_analyse_and_export(live_app, tmp_path):
     split = tmp_path / "test.txt"
     write_conll(synthetic_tweets(5, 3), split)
     client = Client(live_app, verbose=False)
-    summary, scores, confusion, table, jsonl = client.predict(str(split), str(EXAMPLES), None, "checkpoint default",
+    summary, scores, confusion, table, jsonl = client.predict(str(split), str(EXAMPLES), None, "default",
                                                               "overlap", api_name="/analyse")
     assert "5 tweets" in summary and scores["headers"][:4] == ["type", "P", "R", "F1"]
     assert len(Path(jsonl).read_text().splitlines()) == 5
     # a failed run says why in the tab's status line (not a vanishing toast) and leaves no stale results behind
     summary, scores, confusion, table, jsonl = client.predict(str(tmp_path / "missing.txt"), "", None,
-                                                              "checkpoint default", "exact", api_name="/analyse")
+                                                              "default", "exact", api_name="/analyse")
     assert "No CoNLL file" in summary and jsonl is None and confusion is None and not table["data"]
     tweets = tmp_path / "tweets.csv"
     tweets.write_text("id,text\nmap,Flooding in London tonight\nstage,Drake live tonight\n")
-    path, message = client.predict(str(tweets), "", None, "checkpoint default", "uncertainty", api_name="/export")
+    path, message = client.predict(str(tweets), "", None, "default", "uncertainty", api_name="/export")
     assert len(json.loads(Path(path).read_text())) == 2 and "2 task(s)" in message
-    path, message = client.predict(str(tmp_path / "nope.csv"), "", None, "checkpoint default", "file",
+    path, message = client.predict(str(tmp_path / "nope.csv"), "", None, "default", "file",
                                    api_name="/export")
     assert path is None and "No file at" in message and "task(s)" not in message
 
@@ -373,14 +373,31 @@ def test_caption_sources_and_override(service):
     assert "does not read captions" in app_service.override_notes(SimpleNamespace(use_caption=False), None, "x")[0]
 
 
-def test_caption_attention_gallery():
+def test_caption_words_each_have_their_heatmap():
     from itjner.app import views
-    from itjner.data import Prediction, Tweet
+    from itjner.app.messages import UserError
+    from itjner.app.photo_caption import PhotoCaption
 
-    attn = [list(np.eye(49)[3]), None, list(np.full(49, 1 / 49))]
-    pred = Prediction(Tweet("x", ["Hi"]), ["O"], [], 1.0, caption="a red crest",
-                      details={"caption_attention": attn})
-    items = views.caption_gallery(pred, Image.new("RGB", (300, 200)))
-    assert [label for _, label in items] == ["a", "crest"]
-    assert items[0][0].size == (160, 107)
-    assert views.caption_gallery(pred, None) == []
+    photo = PhotoCaption("a red crest", [list(np.eye(49)[3]), None, list(np.eye(49)[45])], read_by_model=False)
+    assert views.caption_word_choices(photo) == [("1. a", "0"), ("3. crest", "2")]  # "red" has no map
+    picture = Image.new("RGB", (300, 200))
+    first = views.render_caption_heatmap(photo, picture, None)
+    other = views.render_caption_heatmap(photo, picture, "2")
+    assert first.picture.size == (300, 200) and first.picture.tobytes() != other.picture.tobytes()
+    assert "\u201ccrest\u201d" in other.title
+    with pytest.raises(UserError):
+        views.render_caption_heatmap(photo, picture, "1")
+    assert views.render_caption_heatmap(photo, None, "0") is None and views.caption_word_choices(None) == []
+
+
+def test_a_caption_source_that_cannot_load_is_refused(service, tmp_path_factory):
+    from itjner.app.messages import UserError
+
+    with pytest.raises(UserError, match="Cannot use the caption source 'lstm:/nonexistent'"):
+        service.predict("Obama visits Paris", None, caption_source="lstm:/nonexistent")
+    with pytest.raises(UserError, match="unknown caption source"):
+        service.predict("Obama visits Paris", None, caption_source="telepathy")
+    assert service.predict("Obama visits Paris", None).prediction.tags  # the service still answers
+    text_only = str(text_only_checkpoint_dir(tmp_path_factory))
+    assert "reads no captions" in service.caption_source_note(text_only, None)
+    assert service.caption_source_note(None, None) == ""  # the tiny model reads captions
