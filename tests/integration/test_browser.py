@@ -5,84 +5,25 @@ docs/screenshot.png). Prints the click-to-rendered-result time.
 chromium missing: skipped, except with CI=true, where it fails."""
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from fixtures.app_checkpoints import tiny_checkpoint_dir
+from fixtures.browser import ARGS, CHROMIUM, free_port, need_browser, running_app, shot
 from fixtures.paths import REPO
 
 pytestmark = [pytest.mark.browser]
-ARTIFACTS = REPO / "artifacts"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 XSS = "<img src=x onerror=alert(1)>"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-
-def _need_browser():
-    missing = None
-    if not Path(CHROMIUM).is_file():
-        missing = f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            missing = "the playwright Python package is not installed (pip install playwright; no browser download)"
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"browser test cannot run on CI: {missing}")
-        pytest.skip(missing)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    _need_browser()
+    need_browser()
     # ITJNER_BROWSER_CHECKPOINT measures another model (e.g. assets/itjner-lite-toyworld) through the same test
     ckpt = os.environ.get("ITJNER_BROWSER_CHECKPOINT") or tiny_checkpoint_dir(tmp_path_factory)
-    port = _free_port()
-    work = tmp_path_factory.mktemp("app-run")
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", ITJNER_CACHE=str(work / "cache"),
-               ITJNER_DATA_DIR=str(work / "data"), GRADIO_TEMP_DIR=str(work / "gradio"), PYTHONUNBUFFERED="1")
-    env.pop("LABEL_STUDIO_API_KEY", None)
-    log = (work / "app.log").open("w")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", str(ckpt), "--port", str(port),
-                             "--device", "cpu", "--threads", "1"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 150
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"app exited with {proc.returncode}:\n{(work / 'app.log').read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.time() > deadline:
-            proc.terminate()
-            pytest.fail(f"app did not answer within 150 s:\n{(work / 'app.log').read_text()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with running_app(ckpt, tmp_path_factory.mktemp("app-run"), "--caption-source", "given") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -106,13 +47,6 @@ def _heatmap_bytes(page) -> bytes:
     return page.request.get(src).body() if not src.startswith("data:") else src.encode()
 
 
-def _shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
 def test_predict_view_in_browser(page):
     page.locator("#image-in input[type=file]").set_input_files(str(REPO / "examples" / "stage.jpg"))
     page.wait_for_selector("#image-in img", timeout=30_000)
@@ -130,7 +64,7 @@ def test_predict_view_in_browser(page):
     assert page.locator('img[src="x"]').count() == 0, "the tweet's <img> must not become an element"
     assert page.dialogs == [], f"a dialog fired: {page.dialogs}"
     assert "entit" in page.locator("#status").inner_text()
-    path = _shot(page, "predict.png")
+    path = shot(page, "predict.png")
     if os.environ.get("UPDATE_SCREENSHOT") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copy(path, REPO / "docs" / "screenshot.png")
@@ -145,7 +79,7 @@ def test_predict_view_in_browser(page):
         arg=old_src, timeout=30_000)
     after = _heatmap_bytes(page)
     assert after != before, "picking another token must change the heatmap"
-    _shot(page, "predict-token.png")
+    shot(page, "predict-token.png")
 
     # same image, edited text: the prediction comes back (features cached), still no dialog
     page.locator("#tweet-text textarea").fill(f"Obama visits London {XSS}")
@@ -163,7 +97,7 @@ def test_predict_view_in_browser(page):
 def test_label_studio_send_queues_when_server_is_down(page):
     secret = "browser-secret-key-777"
     page.get_by_text("Send to Label Studio").first.click()
-    page.get_by_label("Label Studio URL").fill(f"http://127.0.0.1:{_free_port()}")
+    page.get_by_label("Label Studio URL").fill(f"http://127.0.0.1:{free_port()}")
     page.get_by_label("API key").fill(secret)
     page.get_by_label("Project id").fill("1")
     page.locator("#send-ls").click()
@@ -172,7 +106,7 @@ def test_label_studio_send_queues_when_server_is_down(page):
     assert "unreachable" in status.inner_text()
     assert secret not in page.locator("body").inner_text()
     assert page.get_by_label("API key").get_attribute("type") == "password"
-    _shot(page, "label-studio-queued.png")
+    shot(page, "label-studio-queued.png")
 
 
 def test_error_analysis_view(page, tmp_path):
@@ -195,7 +129,7 @@ def test_error_analysis_view(page, tmp_path):
     page.wait_for_selector("#analysis-heatmap img", timeout=30_000)
     assert XSS in page.locator("#gold-hl").inner_text()
     assert page.locator('img[src="x"]').count() == 0 and page.dialogs == []
-    _shot(page, "error-analysis.png")
+    shot(page, "error-analysis.png")
 
 
 def test_empty_text_shows_a_message(page):
@@ -204,7 +138,7 @@ def test_empty_text_shows_a_message(page):
     page.locator("#predict-btn").click()
     page.locator("#status").get_by_text("Type the tweet's text first").wait_for(timeout=30_000)
     assert page.locator("#entities .token.highlighted").count() == 0  # the old result is cleared
-    _shot(page, "predict-empty-text.png")
+    shot(page, "predict-empty-text.png")
 
 
 def _predict(page, text: str, image: str | None = "stage.jpg") -> None:
@@ -247,7 +181,7 @@ def test_gate_plot_keeps_tweet_order_and_entity_colours(page):
     n_entity_words = sum(len(t.split()) for t in page.locator("#entities .token.highlighted .text").all_inner_texts())
     assert n_entity_words >= 1
     assert sum(f in entity_colours for f in fills) == n_entity_words, fills
-    _shot(page, "gate-plot.png")
+    shot(page, "gate-plot.png")
 
 
 def test_correcting_a_span_offers_four_types_and_updates_the_heatmap_words(page):
@@ -327,7 +261,7 @@ def test_phone_width_puts_results_under_the_button(app_url, page):
         table, room = page.evaluate("() => { const t = document.querySelector('#examples table');"
                                     " return [t.scrollWidth, t.parentElement.clientWidth]; }")
         assert table <= room + 1, f"the examples table is {table} px wide in {room} px: cut off"
-        _shot(page, "phone-predict.png")
+        shot(page, "phone-predict.png")
     finally:
         phone.close()
 
@@ -352,6 +286,6 @@ def test_dark_mode_heatmap_has_no_white_canvas(app_url, page):
         assert "weight" in legend.inner_text()
         colour = legend.evaluate("e => getComputedStyle(e.querySelector('.itjner-heat-legend')).color")
         assert colour != "rgb(0, 0, 0)", "the legend text follows the dark theme"
-        _shot(page, "dark-heatmap.png")
+        shot(page, "dark-heatmap.png")
     finally:
         dark.close()
