@@ -209,6 +209,9 @@ def _batch(model: CaptionModel, chunk: list[CaptionPair], features: dict[str, to
     return feats, caps
 
 
+FLIPPED = "\0hflip"  # suffix of a mirrored image's name in the training loop's feature table
+
+
 def selection_key(row: dict) -> tuple:
     """How epochs are ranked: validation CIDEr, ties broken by the lower validation loss."""
     return (row["cider"], -row["val_loss"])
@@ -217,10 +220,13 @@ def selection_key(row: dict) -> tuple:
 def train_captioner(pairs: list[CaptionPair], features: dict[str, torch.Tensor], out: str | Path | None,
                     options: TrainOptions | None = None, backbone: str | None = None,
                     device: str | torch.device = "cpu", val_pairs: list[CaptionPair] | None = None,
+                    flipped_features: dict[str, torch.Tensor] | None = None,
                     **config) -> tuple[CaptionModel, list[dict]]:
     """Train on pairs whose image has features (others are skipped); keep the best-validation-CIDEr checkpoint in
     `out`. Validation: `val_pairs` when given, else a by-image split of `pairs` (options.val_fraction).
-    `config` overrides CaptionerConfig fields (embed_dim, hidden_dim, ...). Returns the best model and the history."""
+    `config` overrides CaptionerConfig fields (embed_dim, hidden_dim, ...). `flipped_features` (mirrored images'
+    features): each training caption is then seen, with probability 1/2 per epoch, with its mirrored image and
+    left/right swapped. Returns the best model and the history."""
     from tqdm.auto import tqdm
 
     options = options or TrainOptions()
@@ -237,6 +243,8 @@ def train_captioner(pairs: list[CaptionPair], features: dict[str, torch.Tensor],
             raise ValueError(f"{len(overlap)} image(s) are in both the training and the validation split, "
                              f"e.g. {sorted(overlap)[0]}")
     vocab = Vocabulary.build((p.caption for p in train), options.min_count)
+    if flipped_features:
+        features = {**features, **{name + FLIPPED: f for name, f in flipped_features.items()}}
     feature_dim = next(iter(features[p.image] for p in train)).shape[-1]
     cfg = CaptionerConfig(feature_dim=feature_dim, vocab_size=len(vocab), beam=options.beam, backbone=backbone,
                           **config)
@@ -249,6 +257,9 @@ def train_captioner(pairs: list[CaptionPair], features: dict[str, torch.Tensor],
         model.train()
         order = train[:]
         rng.shuffle(order)
+        if flipped_features:
+            order = [CaptionPair(p.image + FLIPPED, mirror_caption(p.caption))
+                     if p.image in flipped_features and rng.random() < 0.5 else p for p in order]
         bar = tqdm(range(0, len(order), options.batch_size), desc=f"epoch {epoch}", disable=not options.progress,
                    leave=False)
         total, lr = 0.0, optimizer.param_groups[0]["lr"]
@@ -291,8 +302,10 @@ def _format_row(row: dict) -> str:
 
 
 def load_features(pairs: list[CaptionPair], images_dir: str | Path, backbone_name: str, cache_dir=None,
-                  random_init: bool = False, chunk: int = 256, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Frozen region features per image file (cached on disk); unusable images are reported and left out."""
+                  random_init: bool = False, chunk: int = 256, progress: bool = True,
+                  flipped: bool = False) -> dict[str, torch.Tensor]:
+    """Frozen region features per image file (cached on disk); unusable images are reported and left out.
+    flipped: features of the mirrored images instead (training augmentation), cached under their own key."""
     from tqdm.auto import tqdm
 
     from .backbones import load_image_backbone
@@ -301,12 +314,53 @@ def load_features(pairs: list[CaptionPair], images_dir: str | Path, backbone_nam
     store = FeatureStore(load_image_backbone(backbone_name, random_init=random_init), cache_dir)
     names = sorted({p.image for p in pairs})
     report, features = ImageReport(), {}
-    for start in tqdm(range(0, len(names), chunk), desc="image features", disable=not progress):
+    for start in tqdm(range(0, len(names), chunk), desc="mirrored image features" if flipped else "image features",
+                      disable=not progress):
         batch = names[start:start + chunk]
-        feats, _ = store.features_for_ids(images_dir, batch, report)
+        feats = _flipped_features(store, images_dir, batch, report) if flipped else \
+            store.features_for_ids(images_dir, batch, report)[0]
         features.update({n: f for n, f in zip(batch, feats) if f is not None})
     print(report.summary(), file=sys.stderr)
     return features
+
+
+def _flipped_features(store, images_dir, names: list[str], report) -> list[torch.Tensor | None]:
+    """Region features of the horizontally mirrored images, cached in the store under sha256(bytes) + "-hflip"."""
+    from PIL import ImageOps
+
+    from .images import ImageError, decode_image, read_image_bytes, sha256
+
+    out: list[torch.Tensor | None] = []
+    backbone = store.backbone
+    for name in names:
+        data = read_image_bytes(images_dir, name)
+        if data is None:
+            report.add(name, "missing")
+            out.append(None)
+            continue
+        key = sha256(data) + "-hflip"
+        cached = store._lookup(key)
+        if cached is None:
+            try:
+                image = ImageOps.mirror(decode_image(data, backbone.spec.size))
+            except ImageError as err:
+                report.add(name, f"unreadable ({err})")
+                out.append(None)
+                continue
+            with torch.no_grad():
+                feats = backbone.features(backbone.preprocess(image)[None].to(next(backbone.parameters()).device))
+            cached = store._store(key, feats[0].float().cpu())
+        report.add(name, None)
+        out.append(cached)
+    return out
+
+
+_MIRRORED_WORDS = {"left": "right", "right": "left"}
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the mirrored image: "left" and "right" swap (tokenised, lower-case words)."""
+    return " ".join(_MIRRORED_WORDS.get(w, w) for w in tokenize(caption))
 
 
 # ------------------------------------------------------------------------------------------------------ anchors
@@ -387,13 +441,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--label-smoothing", type=float, default=CaptionerConfig.label_smoothing)
     train.add_argument("--alpha-c", type=float, default=CaptionerConfig.alpha_c,
                        help="weight of the doubly stochastic attention penalty (0 = off)")
+    train.add_argument("--flip", action="store_true",
+                       help="augment: each epoch, half the training captions are seen with the mirrored image "
+                            "(left/right swapped in the caption)")
     train.add_argument("--seed", type=int, default=TrainOptions.seed)
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ev = sub.add_parser("evaluate", help="BLEU-1..4 and CIDEr-D of a checkpoint's captions on a split")
     ev.add_argument("--checkpoint", required=True)
     _data_arguments(ev, ("list",))
-    ev.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's)")
-    ev.add_argument("--length-penalty", type=float, default=None, help="default: the checkpoint's")
+    ev.add_argument("--beam", type=_number_list(int), default=[None],
+                    help="beam width (default: the checkpoint's); a comma-separated list scores each")
+    ev.add_argument("--length-penalty", type=_number_list(float), default=[None],
+                    help="beam length penalty (default: the checkpoint's); a comma-separated list scores each")
     ev.add_argument("--save", default=None, help="also write the generated captions to this JSONL file")
     anchors = sub.add_parser("anchors", help="score two reference points on a split: nearest-neighbour caption "
                                              "retrieval from the training images, and the `tags` caption source")
@@ -406,6 +465,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--beam", type=int, default=None, help="beam width (default: the checkpoint's)")
     gen.add_argument("--attention", action="store_true", help="print JSON with per-word 7x7 attention weights")
     return parser
+
+
+def _number_list(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list, got {text!r}")
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,12 +520,19 @@ def _run(args) -> int:
         features = load_features(split, args.images, model.config.backbone or "efficientnet-lite0", args.cache_dir,
                                  progress=False)
         images = _usable(split, features, "--list")
-        generated = generate_captions(model, images, features, args.beam, length_penalty=args.length_penalty)
         refs = references_by_image(split)
-        scores = score_captions({i: refs[i] for i in images}, {i: generated[i].words for i in images})
-        unk = sum("<unk>" in generated[i].words for i in images)
-        print(f"{len(images)} images: {format_scores(scores)}  (captions with <unk>: {unk})")
-        if args.save:
+        several = len(args.beam) * len(args.length_penalty) > 1
+        for beam in args.beam:
+            for length_penalty in args.length_penalty:
+                generated = generate_captions(model, images, features, beam, length_penalty=length_penalty)
+                scores = score_captions({i: refs[i] for i in images}, {i: generated[i].words for i in images})
+                unk = sum("<unk>" in generated[i].words for i in images)
+                words = sum(len(generated[i].words) for i in images) / len(images)
+                setting = (f"beam {beam or model.config.beam} length penalty "
+                           f"{model.config.length_penalty if length_penalty is None else length_penalty}: ")
+                print(f"{setting if several else ''}{len(images)} images: {format_scores(scores)}  "
+                      f"(mean length {words:.1f} words; captions with <unk>: {unk})")
+        if args.save:  # the last setting's captions
             _write_jsonl(args.save, [{"image": i, "caption": generated[i].text} for i in images])
         return 0
     if args.command == "anchors":
@@ -485,10 +560,13 @@ def _run(args) -> int:
         train_pairs = [p for p in pairs if p.image not in valid_images]
     features = load_features(train_pairs + (valid_split or []), args.images, args.backbone, args.cache_dir,
                              args.random_init)
+    flipped = load_features(train_pairs, args.images, args.backbone, args.cache_dir, args.random_init,
+                            flipped=True) if args.flip else None
     options = TrainOptions(args.epochs, args.batch_size, args.lr, args.val_fraction, args.min_count, args.beam,
                            args.seed, weight_decay=args.weight_decay, lr_decay=args.lr_decay, patience=args.patience)
     model, history = train_captioner(train_pairs, features, args.out, options, backbone=args.backbone,
-                                     device=args.device, val_pairs=valid_split, embed_dim=args.embed_dim,
+                                     device=args.device, val_pairs=valid_split, flipped_features=flipped,
+                                     embed_dim=args.embed_dim,
                                      hidden_dim=args.hidden_dim, attention_dim=args.attention_dim,
                                      dropout=args.dropout, alpha_c=args.alpha_c, label_smoothing=args.label_smoothing,
                                      length_penalty=args.length_penalty)
