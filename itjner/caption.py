@@ -287,6 +287,7 @@ def train_captioner(pairs: list[CaptionPair], features: dict[str, torch.Tensor],
         if options.progress:
             print(_format_row(row) + ("  *best*" if improved else ""), file=sys.stderr)
         if out is not None:
+            Path(out).mkdir(parents=True, exist_ok=True)
             Path(out, "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
         if val and options.patience and epoch - best[1] >= options.patience:
             if options.progress:
@@ -294,6 +295,94 @@ def train_captioner(pairs: list[CaptionPair], features: dict[str, torch.Tensor],
             break
     model.load_state_dict(best[2])
     model.config.extra = {"epoch": best[1]}
+    return model.eval(), history
+
+
+@dataclass
+class ScstOptions:
+    epochs: int = 8
+    lr: float = 2e-5
+    samples: int = 5              # captions sampled per image; each one's baseline is the mean reward of the others
+    batch_images: int = 16
+    max_len: int = 20             # longest sampled caption, in words
+    patience: int = 2
+    seed: int = 1
+    grad_clip: float = 5.0
+    progress: bool = True
+
+
+def scst_finetune(model: CaptionModel, train_pairs: list[CaptionPair], val_pairs: list[CaptionPair],
+                  features: dict[str, torch.Tensor], out: str | Path | None,
+                  options: ScstOptions | None = None) -> tuple[CaptionModel, list[dict]]:
+    """Self-critical sequence training (Rennie et al. 2017) with the mean-of-other-samples baseline (Luo 2020):
+    the reward of a sampled caption is its CIDEr-D against its image's training references (idf of the training
+    references). Starts from a cross-entropy-trained model; every epoch is scored on validation (epoch 0 = the
+    starting model) and the best validation CIDEr-D is kept in `out`."""
+    from tqdm.auto import tqdm
+
+    from .caption_metrics import CiderDReward
+
+    options = options or ScstOptions()
+    if options.samples < 2:
+        raise ValueError("self-critical training needs at least 2 samples per image (the baseline is the others' mean)")
+    torch.manual_seed(options.seed)
+    refs = references_by_image([p for p in train_pairs if features.get(p.image) is not None])
+    reward = CiderDReward(refs)
+    images = sorted(refs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    rng, started = random.Random(options.seed), time.perf_counter()
+    beam = model.config.beam
+    row = {"epoch": 0, **evaluate(model, val_pairs, features, beam), "seconds": 0.0}
+    history = [row]
+    best = (selection_key(row), 0, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if options.progress:
+        print(_format_row(row) + "  (start)", file=sys.stderr)
+    device = next(model.parameters()).device
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    for epoch in range(1, options.epochs + 1):
+        model.train()
+        order = images[:]
+        rng.shuffle(order)
+        bar = tqdm(range(0, len(order), options.batch_images), desc=f"scst {epoch}", disable=not options.progress,
+                   leave=False)
+        rewards = []
+        for start in bar:
+            chunk = order[start:start + options.batch_images]
+            feats = torch.stack([features[i] for i in chunk]).to(device).float()
+            ids, logp = model.sample(feats.repeat_interleave(options.samples, 0), options.max_len)
+            keys = [i for i in chunk for _ in range(options.samples)]
+            words = [model.vocab.decode(row) for row in ids.tolist()]
+            r = torch.tensor(reward(keys, words), device=device).view(len(chunk), options.samples)
+            baseline = (r.sum(1, keepdim=True) - r) / (options.samples - 1)
+            loss = -((r - baseline).view(-1) * logp).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), options.grad_clip)
+            optimizer.step()
+            rewards.append(r.mean().item())
+            bar.set_postfix(reward=f"{rewards[-1]:.3f}")
+        row = {"epoch": epoch, "train_reward": sum(rewards) / len(rewards),
+               **evaluate(model, val_pairs, features, beam), "seconds": round(time.perf_counter() - started, 1)}
+        history.append(row)
+        improved = selection_key(row) > best[0]
+        if improved:
+            best = (selection_key(row), epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if out is not None:
+                model.config.extra = {"epoch": epoch, "scst": True,
+                                      **{k: row[k] for k in ("cider", "bleu4", "val_loss")}}
+                model.save_pretrained(out)
+        if options.progress:
+            print(_format_row(row) + ("  *best*" if improved else ""), file=sys.stderr)
+        if out is not None:
+            Path(out, "history.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+        if options.patience and epoch - best[1] >= options.patience:
+            break
+    if best[1] == 0 and out is not None:  # no epoch beat the starting model: keep that one
+        model.load_state_dict(best[2])
+        model.config.extra = {"epoch": 0, "scst": False}
+        model.save_pretrained(out)
+    model.load_state_dict(best[2])
     return model.eval(), history
 
 
@@ -446,6 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "(left/right swapped in the caption)")
     train.add_argument("--seed", type=int, default=TrainOptions.seed)
     train.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    scst = sub.add_parser("scst", help="fine-tune a trained captioner on CIDEr-D (self-critical training)")
+    scst.add_argument("--init", required=True, help="checkpoint trained with `train` (cross-entropy)")
+    _data_arguments(scst, ("train-list", "valid-list"))
+    scst.add_argument("--out", required=True)
+    scst.add_argument("--epochs", type=int, default=ScstOptions.epochs)
+    scst.add_argument("--lr", type=float, default=ScstOptions.lr)
+    scst.add_argument("--samples", type=int, default=ScstOptions.samples)
+    scst.add_argument("--batch-images", type=int, default=ScstOptions.batch_images)
+    scst.add_argument("--max-len", type=int, default=ScstOptions.max_len)
+    scst.add_argument("--patience", type=int, default=ScstOptions.patience)
+    scst.add_argument("--beam", type=int, default=None, help="beam width for validation (default: the checkpoint's)")
+    scst.add_argument("--length-penalty", type=float, default=None, help="default: the checkpoint's")
+    scst.add_argument("--seed", type=int, default=ScstOptions.seed)
     ev = sub.add_parser("evaluate", help="BLEU-1..4 and CIDEr-D of a checkpoint's captions on a split")
     ev.add_argument("--checkpoint", required=True)
     _data_arguments(ev, ("list",))
@@ -551,6 +653,24 @@ def _run(args) -> int:
                 rows.setdefault(i, {"image": i})[name] = captions[i]
         if args.save:
             _write_jsonl(args.save, list(rows.values()))
+        return 0
+    if args.command == "scst":
+        model = CaptionModel.from_pretrained(args.init)
+        if args.beam is not None:
+            model.config.beam = args.beam
+        if args.length_penalty is not None:
+            model.config.length_penalty = args.length_penalty
+        train_split, valid_split = _split(pairs, args.train_list, "--train-list"), _split(pairs, args.valid_list,
+                                                                                          "--valid-list")
+        if train_split is None or valid_split is None:
+            raise ValueError("scst needs --train-list and --valid-list")
+        features = load_features(train_split + valid_split, args.images, model.config.backbone or "efficientnet-lite0",
+                                 args.cache_dir)
+        options = ScstOptions(args.epochs, args.lr, args.samples, args.batch_images, args.max_len, args.patience,
+                              args.seed)
+        _, history = scst_finetune(model, train_split, valid_split, features, args.out, options)
+        best = max(history, key=selection_key)
+        print(f"best epoch {best['epoch']}: " + _format_row(best) + f"; saved to {args.out}")
         return 0
     train_split, valid_split = _split(pairs, args.train_list, "--train-list"), _split(pairs, args.valid_list,
                                                                                       "--valid-list")

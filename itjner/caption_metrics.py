@@ -9,6 +9,7 @@ property of the whole set of images, meaningless for one image alone, and only c
 """
 from __future__ import annotations
 
+import math
 from typing import Hashable, Mapping, Sequence
 
 from .modeling_captioner import tokenize
@@ -53,3 +54,54 @@ NAMES = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU
 
 def format_scores(scores: Mapping[str, float]) -> str:
     return "  ".join(f"{NAMES[name]} {scores[name]:.4f}" for name in METRICS if name in scores)
+
+
+class CiderDReward:
+    """Per-caption CIDEr-D against one image's references, with the idf of a fixed corpus (the training
+    references), for self-critical training: pycocoevalcap's own CIDEr-D code, with its document frequencies
+    computed once from `references` instead of from the captions scored together."""
+
+    def __init__(self, references: Mapping[Hashable, Sequence[str | Sequence[str]]]):
+        from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_refs
+
+        corpus = CiderScorer(n=4, sigma=6.0)
+        for refs in references.values():
+            corpus.cook_append(None, [normalise(r) for r in refs])
+        corpus.compute_doc_freq()
+        self.cooked = {key: cooked for key, cooked in zip(references, corpus.crefs)}
+        self.document_frequency = corpus.document_frequency
+        self.ref_len = math.log(float(len(corpus.crefs)))
+
+    def __call__(self, keys: Sequence[Hashable], candidates: Sequence[str | Sequence[str]]) -> list[float]:
+        """CIDEr-D of candidates[i] against the references of keys[i] (x10, as pycocoevalcap)."""
+        from pycocoevalcap.cider.cider_scorer import cook_test
+
+        scorer = _FixedIdfCider(self.document_frequency, self.ref_len)
+        scorer.crefs = [self.cooked[k] for k in keys]
+        scorer.ctest = [cook_test(normalise(c)) for c in candidates]
+        return [float(s) for s in scorer.compute_cider()]
+
+
+def _fixed_idf_cider_class():
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    class FixedIdfCider(CiderScorer):
+        """pycocoevalcap's scorer, except that compute_cider cannot reset ref_len (log corpus size) to the batch."""
+
+        def __init__(self, document_frequency, ref_len: float):
+            super().__init__(n=4, sigma=6.0)
+            self.document_frequency, self._fixed_ref_len = document_frequency, ref_len
+
+        ref_len = property(lambda self: getattr(self, "_fixed_ref_len", None), lambda self, value: None)
+
+    return FixedIdfCider
+
+
+def _FixedIdfCider(document_frequency, ref_len):  # noqa: N802 - builds the subclass lazily (optional import)
+    global _FIXED_IDF_CIDER
+    if _FIXED_IDF_CIDER is None:
+        _FIXED_IDF_CIDER = _fixed_idf_cider_class()
+    return _FIXED_IDF_CIDER(document_frequency, ref_len)
+
+
+_FIXED_IDF_CIDER = None

@@ -275,6 +275,26 @@ class CaptionModel(nn.Module):
         score, seq, al = max(finished, key=rank)
         return self._caption(seq, torch.stack(al), score, max_len)
 
+    def sample(self, feats: torch.Tensor, max_len: int, generator: torch.Generator | None = None):
+        """Sampled captions with gradients, for self-critical training: (B, R, F) features -> ids (B, T) (<pad>
+        after <end>) and the summed log-probability of each caption (B,). Same masking as decoding (no <unk>)."""
+        feats, projected, state = self.prepare(feats)
+        batch = feats.size(0)
+        words = torch.full((batch,), Vocabulary.start_id, dtype=torch.long, device=feats.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=feats.device)
+        ids, logps = [], []
+        for t in range(max_len + 1):
+            logits, _, state = self.step(feats, projected, words, state)
+            logp = _decoding_logp(logits, t, max_len)
+            words = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)
+            chosen = logp.gather(1, words[:, None]).squeeze(1)
+            logps.append(torch.where(done, torch.zeros_like(chosen), chosen))
+            ids.append(torch.where(done, torch.full_like(words, Vocabulary.pad_id), words))
+            done = done | (words == Vocabulary.end_id)
+            if done.all():
+                break
+        return torch.stack(ids, 1), torch.stack(logps, 1).sum(1)
+
     def _caption(self, ids: list[int], alphas: torch.Tensor, score: float, max_len: int) -> Caption:
         words = self.vocab.decode(ids)[:max_len]
         return Caption(words, [[round(a, 6) for a in row] for row in alphas[: len(words)].tolist()], score)
