@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from itjner.caption import (CaptionPair, main, read_captions, read_image_list, references_by_image, select_images)
-from itjner.caption_metrics import score_captions
+from itjner.caption_metrics import CiderDReward, score_captions
 from itjner.modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +77,8 @@ def test_decoding_never_emits_unk(beam, length_penalty):
         assert len(caption.attention) == len(caption.words)
         assert all(len(a) == 49 and abs(sum(a) - 1) < 1e-4 for a in caption.attention)
         assert math.isfinite(caption.score)
+    ids, logp = model.sample(feats, max_len=12)  # self-critical training's sampler masks the same way
+    assert not set(ids.flatten().tolist()) & {Vocabulary.unk_id, Vocabulary.start_id} and torch.isfinite(logp).all()
 
 
 def test_beam_with_length_penalty_ranks_by_normalised_score():
@@ -137,6 +139,10 @@ def test_scores_on_a_hand_checkable_example():
     assert clipped["bleu1"] == pytest.approx(0.5) and clipped["bleu2"] == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="same images"):
         score_captions(refs, {"cat": "a cat"})
+    # the self-critical reward: the same per-image CIDEr-D, with the idf of a fixed corpus (here the same two images)
+    reward = CiderDReward(refs)
+    assert reward(["cat", "dog", "dog", "cat"], ["the cat is on the mat", "a dog runs", "two birds", "a dog runs"]) == \
+        pytest.approx([10.0, 7.5, 0.0, 0.0])
 
 
 # --------------------------------------------------------------------------------------- shipped checkpoint
