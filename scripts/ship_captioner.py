@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--beam", type=int, required=True)
     parser.add_argument("--length-penalty", type=float, required=True)
     parser.add_argument("--train-command", required=True, help="the command that trained the run (for the card)")
+    parser.add_argument("--note", default="", help="how the run was stopped or anything else the card must say")
     parser.add_argument("--tried", default=None, help="JSON list of the configurations tried (for the card)")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args(argv)
@@ -103,6 +104,7 @@ def main(argv=None) -> int:
                  "split": {name: len(read_image_list(root / f"{name}_images.txt")) for name in ("train", "valid", "test")},
                  "selection": "epoch and decoding chosen on valid CIDEr-D; test scored once"},
         "train_command": args.train_command,
+        "training_note": args.note,
         "decoding": {"beam": args.beam, "length_penalty": args.length_penalty,
                      "never_emitted": ["<unk>", "<pad>", "<start>"]},
         "weights_dtype": "float16" if fp16_same else "float32",
@@ -170,7 +172,8 @@ def readme(card: dict) -> str:
         "## Training",
         f"`{card['train_command']}`",
         "",
-        f"Best epoch {card['best_epoch']} of {card['epochs_run']} run (early stopping on valid CIDEr-D); "
+        f"Best epoch {card['best_epoch']} of {card['epochs_run']} run (selected on valid CIDEr-D). "
+        f"{card.get('training_note', '')} "
         f"{card['training_seconds_to_best']:.0f} s to the best epoch, {card['training_seconds']:.0f} s in all, on "
         f"{card['training_hardware']}, features cached beforehand. Vocabulary {card['vocab_size']} words, "
         f"{card['parameters'] / 1e6:.2f}M parameters, weights stored as {card['weights_dtype']} "
