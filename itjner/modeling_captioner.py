@@ -23,6 +23,7 @@ from torch import nn
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
+NEVER_EMITTED = (0, 1, 3)  # ids of <pad>, <start>, <unk>: decoding never produces them
 CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "model.safetensors"
 
 
@@ -86,8 +87,10 @@ class CaptionerConfig:
     dropout: float = 0.5
     vocab_size: int = 4              # set from the Vocabulary
     alpha_c: float = 1.0             # weight of the doubly stochastic attention penalty (0 turns it off)
+    label_smoothing: float = 0.0     # training loss only: cross-entropy against smoothed targets
     max_len: int = 30                # longest caption generated, in words
     beam: int = 3                    # default beam width of generate()
+    length_penalty: float = 0.0      # beam search ranks finished captions by logprob / len**length_penalty (0: raw)
     backbone: str | None = None      # image backbone whose features this captioner reads
     extra: dict = field(default_factory=dict)  # free-form provenance (training data, epochs, scores)
 
@@ -175,21 +178,29 @@ class CaptionModel(nn.Module):
         return torch.stack(logits, 1), torch.stack(alphas, 1)
 
     def loss(self, feats: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, cross-entropy alone): mean CE per target word + alpha_c * attention penalty."""
+        """(total loss, cross-entropy alone): mean CE per target word (against targets smoothed by
+        config.label_smoothing) + alpha_c * attention penalty; the second value is the plain, unsmoothed CE."""
         logits, alphas = self(feats, captions)
         targets = captions[:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=Vocabulary.pad_id)
+        flat_logits, flat_targets = logits.reshape(-1, logits.size(-1)), targets.reshape(-1)
+        ce = F.cross_entropy(flat_logits, flat_targets, ignore_index=Vocabulary.pad_id)
+        loss = ce
+        if self.config.label_smoothing > 0:
+            loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=Vocabulary.pad_id,
+                                   label_smoothing=self.config.label_smoothing)
         if self.config.alpha_c <= 0:
-            return ce, ce.detach()
+            return loss, ce.detach()
         mask = (targets != Vocabulary.pad_id).unsqueeze(2).float()
         coverage = (alphas * mask).sum(dim=1)  # (B, R): attention each region received over the caption
         penalty = ((1.0 - coverage) ** 2).mean()
-        return ce + self.config.alpha_c * penalty, ce.detach()
+        return loss + self.config.alpha_c * penalty, ce.detach()
 
     # -- decoding
     @torch.no_grad()
-    def generate(self, feats: torch.Tensor, beam: int | None = None, max_len: int | None = None) -> list[Caption]:
-        """Captions for (B, R, F) or (R, F) features. beam 1 = greedy (batched); beam > 1 = beam search per image."""
+    def generate(self, feats: torch.Tensor, beam: int | None = None, max_len: int | None = None,
+                 length_penalty: float | None = None) -> list[Caption]:
+        """Captions for (B, R, F) or (R, F) features. beam 1 = greedy (batched); beam > 1 = beam search per image.
+        Neither ever emits <unk> (nor <pad>/<start>, nor <end> as the first word): see `_decoding_logp`."""
         was_training = self.training
         self.eval()
         try:
@@ -199,7 +210,7 @@ class CaptionModel(nn.Module):
             max_len = max_len or self.config.max_len
             if beam <= 1:
                 return self.greedy(feats, max_len)
-            return [self.beam_search(f, beam, max_len) for f in feats]
+            return [self.beam_search(f, beam, max_len, length_penalty) for f in feats]
         finally:
             self.train(was_training)
 
@@ -211,7 +222,7 @@ class CaptionModel(nn.Module):
         ids, alphas, scores = [], [], torch.zeros(batch, device=feats.device)
         for t in range(max_len + 1):  # + 1: room for <end> after max_len words
             logits, alpha, state = self.step(feats, projected, words, state)
-            logp = _only_end(logits) if t == max_len else logits.log_softmax(-1)
+            logp = _decoding_logp(logits, t, max_len)
             words = logp.argmax(-1)
             scores += torch.where(done, 0.0, logp.gather(1, words[:, None]).squeeze(1))
             ids.append(words)
@@ -222,8 +233,12 @@ class CaptionModel(nn.Module):
         ids_t, alphas_t = torch.stack(ids, 1).tolist(), torch.stack(alphas, 1)
         return [self._caption(ids_t[b], alphas_t[b], scores[b].item(), max_len) for b in range(batch)]
 
-    def beam_search(self, feats: torch.Tensor, beam: int, max_len: int) -> Caption:
-        """Standard beam search for one image (R, F); the best finished hypothesis by total log-probability."""
+    def beam_search(self, feats: torch.Tensor, beam: int, max_len: int, length_penalty: float | None = None) -> Caption:
+        """Standard beam search for one image (R, F). A hypothesis that emits <end> leaves the beam; the search stops
+        once `beam` have finished. The best finished hypothesis is chosen by total log-probability divided by
+        (length in tokens, <end> included) ** length_penalty (0, the default: raw log-probability)."""
+        lp = self.config.length_penalty if length_penalty is None else length_penalty
+        rank = (lambda f: f[0] / len(f[1]) ** lp) if lp else (lambda f: f[0])
         feats, projected, (h, c) = self.prepare(feats.unsqueeze(0))
         words = torch.tensor([Vocabulary.start_id], device=feats.device)
         scores = torch.zeros(1, device=feats.device)
@@ -233,7 +248,7 @@ class CaptionModel(nn.Module):
         for t in range(max_len + 1):
             n = words.size(0)
             logits, alpha, (h, c) = self.step(feats.expand(n, -1, -1), projected.expand(n, -1, -1), words, (h, c))
-            logp = _only_end(logits) if t == max_len else logits.log_softmax(-1)
+            logp = _decoding_logp(logits, t, max_len)
             total = (scores[:, None] + logp).view(-1)
             top_scores, top = total.topk(min(beam, total.numel()))
             vocab_size = logits.size(1)
@@ -248,8 +263,8 @@ class CaptionModel(nn.Module):
                     next_words.append(word)
                     next_scores.append(score)
             best_open = max(next_scores, default=float("-inf"))
-            if len(finished) >= beam or not keep or (finished and max(f[0] for f in finished) >= best_open):
-                break  # log-probs only fall: no open hypothesis can beat the best finished one
+            if len(finished) >= beam or not keep or (not lp and finished and max(f[0] for f in finished) >= best_open):
+                break  # raw log-probs only fall: no open hypothesis can beat the best finished one
             index = torch.tensor([k[0] for k in keep], device=feats.device)
             h, c = h[index], c[index]
             seqs, seq_alphas = [k[1] for k in keep], [k[2] for k in keep]
@@ -257,8 +272,28 @@ class CaptionModel(nn.Module):
             scores = torch.tensor(next_scores, device=feats.device)
         if not finished:  # cannot happen with the forced <end> above; kept for safety
             finished = [(scores[0].item(), seqs[0], seq_alphas[0])]
-        score, seq, al = max(finished, key=lambda f: f[0])
+        score, seq, al = max(finished, key=rank)
         return self._caption(seq, torch.stack(al), score, max_len)
+
+    def sample(self, feats: torch.Tensor, max_len: int, generator: torch.Generator | None = None):
+        """Sampled captions with gradients, for self-critical training: (B, R, F) features -> ids (B, T) (<pad>
+        after <end>) and the summed log-probability of each caption (B,). Same masking as decoding (no <unk>)."""
+        feats, projected, state = self.prepare(feats)
+        batch = feats.size(0)
+        words = torch.full((batch,), Vocabulary.start_id, dtype=torch.long, device=feats.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=feats.device)
+        ids, logps = [], []
+        for t in range(max_len + 1):
+            logits, _, state = self.step(feats, projected, words, state)
+            logp = _decoding_logp(logits, t, max_len)
+            words = torch.multinomial(logp.detach().exp(), 1, generator=generator).squeeze(1)
+            chosen = logp.gather(1, words[:, None]).squeeze(1)
+            logps.append(torch.where(done, torch.zeros_like(chosen), chosen))
+            ids.append(torch.where(done, torch.full_like(words, Vocabulary.pad_id), words))
+            done = done | (words == Vocabulary.end_id)
+            if done.all():
+                break
+        return torch.stack(ids, 1), torch.stack(logps, 1).sum(1)
 
     def _caption(self, ids: list[int], alphas: torch.Tensor, score: float, max_len: int) -> Caption:
         words = self.vocab.decode(ids)[:max_len]
@@ -283,11 +318,24 @@ class CaptionModel(nn.Module):
         missing = [name for name in (CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE) if not (directory / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{directory} is not a captioner checkpoint (missing {', '.join(missing)}); "
-                                    "train one with `python -m itjner.caption train`")
+                                    "train one with `itjner caption train`")
         config = CaptionerConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")))
         model = cls(config, Vocabulary.load(directory / VOCAB_FILE))
         model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=map_location))
         return model.eval()
+
+
+def _decoding_logp(logits: torch.Tensor, t: int, max_len: int) -> torch.Tensor:
+    """Next-word log-probabilities for decoding step t: <unk>, <pad> and <start> can never be emitted (their logits
+    are masked before the softmax, so the rest renormalise), nor <end> as the first word (no empty caption); at
+    t == max_len only <end> is possible."""
+    if t == max_len:
+        return _only_end(logits)
+    masked = logits.float().clone()
+    masked[:, list(NEVER_EMITTED)] = float("-inf")
+    if t == 0:
+        masked[:, Vocabulary.end_id] = float("-inf")
+    return masked.log_softmax(-1)
 
 
 def _only_end(logits: torch.Tensor) -> torch.Tensor:

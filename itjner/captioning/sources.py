@@ -1,7 +1,9 @@
 """Where the image caption comes from: one interface, chosen per model or app run by a spec string.
 
-    lstm:<checkpoint dir>      the region-attention captioner trained with `python -m itjner.caption train`; reads
-                               region features of the backbone it was trained on, gives per-word attention
+    lstm:<checkpoint dir>      the region-attention captioner trained with `itjner caption train`; reads
+                               region features of the backbone it was trained on, gives per-word attention.
+                               A relative folder is looked up in the working directory, then in the repository
+                               (`lstm:assets/captioner-flickr8k`: the shipped captioner trained on Flickr8k photos)
     tags[:threshold[:max]]     offline: the EfficientNet-Lite0 ImageNet classifier's confident labels as a short
                                caption ("a photo of a maze, coil"); labels below `threshold`
                                (softmax probability, default 0.15) are not written, at most `max` (default 3)
@@ -309,6 +311,21 @@ def _hf_message(model_id: str, err: Exception) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ factory
+from ..checkpoints import REPO as REPO_ROOT  # noqa: E402 - lstm: specs may name a folder of the repository
+SHIPPED_CAPTIONER = "assets/captioner-flickr8k"  # the captioner trained on Flickr8k photos, shipped in the repo
+
+
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint folder as given when it exists (absolute, or relative to the working directory); otherwise,
+    if relative, the same path under the repository root (so `lstm:assets/captioner-flickr8k` works from any
+    working directory). The spec keeps the path as written when it resolves in the working directory."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return path
+    in_repo = REPO_ROOT / given
+    return str(in_repo) if in_repo.exists() else path
+
+
 SPEC_HELP = "lstm:<checkpoint dir> | tags[:threshold[:max labels]] | given[:<file.jsonl>] | hf:<model id or folder>"
 
 
@@ -317,7 +334,7 @@ def make_caption_source(spec: str, image_backbone=None) -> CaptionSource:
     backbone the source needs, is reused instead of loading a second copy."""
     kind, _, arg = spec.partition(":")
     if kind == "lstm" and arg:
-        return LstmCaptionSource(arg, image_backbone)
+        return LstmCaptionSource(resolve_checkpoint(arg), image_backbone)
     if kind == "tags":
         parts = arg.split(":") if arg else []
         try:

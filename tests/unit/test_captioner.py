@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from itjner.captioning.train import CaptionPair, corpus_bleu, load_features, main, read_captions, split_by_image
+from itjner.captioning.train import CaptionPair, load_features, main, read_captions, selection_key, split_by_image
+from itjner.caption_metrics import score_captions
 from itjner.modeling_captioner import CaptionModel, Vocabulary, tokenize
 
 SIZE, GRID = 224, 7
@@ -113,7 +114,7 @@ def test_reproduces_held_out_captions(trained, greedy, scenes):
     held_out = scenes[3]
     refs = [c for _, c, _, _ in held_out]
     exact = sum(c.text == r for c, r in zip(greedy, refs)) / len(refs)
-    bleu = corpus_bleu([[tokenize(r)] for r in refs], [c.words for c in greedy])
+    bleu = score_captions({i: [r] for i, r in enumerate(refs)}, {i: c.words for i, c in enumerate(greedy)})["bleu4"]
     print(f"held-out ({len(refs)} images): exact match {exact:.3f}, corpus BLEU-4 {bleu:.4f}")
     assert bleu >= 0.9 and exact >= 0.9
     model = trained[0]
@@ -166,8 +167,9 @@ def test_beam_search_matches_or_beats_greedy(trained, greedy, scenes):
 def test_best_checkpoint_round_trip(trained, tmp_path):
     model, out, features = trained
     history = json.loads((out / "history.json").read_text())
-    best = max(history, key=lambda r: (r["bleu4"], -r["val_loss"]))
-    assert model.config.extra["epoch"] == best["epoch"] and set(history[0]) >= {"val_loss", "bleu4", "train_loss"}
+    best = max(history, key=selection_key)  # validation CIDEr, then the lower validation loss
+    assert model.config.extra["epoch"] == best["epoch"]
+    assert set(history[0]) >= {"val_loss", "bleu1", "bleu4", "cider", "train_loss"}
     model.save_pretrained(tmp_path / "copy")
     again = CaptionModel.from_pretrained(tmp_path / "copy")
     assert again.vocab.itos == model.vocab.itos and again.config == model.config
@@ -228,17 +230,20 @@ def test_split_is_by_image():
 
 
 def test_corpus_bleu():
+    """BLEU now comes from pycocoevalcap (itjner.caption_metrics); the same hand-checkable cases as the former
+    hand-written scorer. pycocoevalcap adds 1e-9/1e-15 to the n-gram counts, hence approx and abs tolerances."""
+    bleu4 = lambda refs, hyps: score_captions(dict(enumerate(refs)), dict(enumerate(hyps)))["bleu4"]
     ref = "the cat is on the mat".split()
-    assert corpus_bleu([[ref]], [ref]) == pytest.approx(1.0)
-    assert corpus_bleu([[ref]], ["dog"]) == 0.0
+    assert bleu4([[ref]], [ref]) == pytest.approx(1.0)
+    assert bleu4([[ref]], [["dog"]]) == pytest.approx(0.0, abs=1e-6)
     # brevity: a correct 4-word prefix of a 6-word reference -> exp(1 - 6/4)
-    assert corpus_bleu([[ref]], [ref[:4]]) == pytest.approx(np.exp(1 - 6 / 4))
+    assert bleu4([[ref]], [ref[:4]]) == pytest.approx(np.exp(1 - 6 / 4))
     # clipping: the reference has two "the", so only 2 of 4 unigrams count; no bigram matches -> 0
-    assert corpus_bleu([[ref]], ["the the the the".split()]) == 0.0
+    assert bleu4([[ref]], ["the the the the".split()]) == pytest.approx(0.0, abs=1e-6)
     refs = [[ref, "there is a cat on the mat".split()]]
     hyps = ["the cat sat on the mat".split()]
     nltk_bleu = pytest.importorskip("nltk.translate.bleu_score")
-    assert corpus_bleu(refs * 2, hyps + [ref]) == pytest.approx(nltk_bleu.corpus_bleu(refs * 2, hyps + [ref]))
+    assert bleu4(refs * 2, hyps + [ref]) == pytest.approx(nltk_bleu.corpus_bleu(refs * 2, hyps + [ref]))
     many_refs = [[r.split() for r in ("a red circle at the top", "a red ball up top")], ["a blue square".split()]]
     many_hyps = ["a red circle at the top left".split(), "a blue square in the middle".split()]
-    assert corpus_bleu(many_refs, many_hyps) == pytest.approx(nltk_bleu.corpus_bleu(many_refs, many_hyps))
+    assert bleu4(many_refs, many_hyps) == pytest.approx(nltk_bleu.corpus_bleu(many_refs, many_hyps))
