@@ -102,6 +102,53 @@ def cmd_flush(args) -> int:
     return 0 if result.pending == 0 else 1
 
 
+def cmd_serve(args) -> int:
+    import logging
+    import os
+
+    import uvicorn
+
+    from .backend import Backend, create_app
+    from .trainjob import TrainOptions
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    auth = None
+    if args.basic_auth_user:
+        password = os.environ.get("ITJNER_BACKEND_PASSWORD")
+        if not password:
+            raise ValueError("--basic-auth-user needs the password in $ITJNER_BACKEND_PASSWORD")
+        auth = (args.basic_auth_user, password)
+    options = TrainOptions(epochs=args.epochs, heldout=args.heldout, min_gain=args.min_gain, base_data=args.base_data)
+    backend = Backend(args.checkpoint, args.images, args.versions, args.url, getattr(args, "api_key", None), options,
+                      args.train_every)
+    print(f"ITJNER ML backend serving {backend.model_version} on http://{args.host}:{args.port} "
+          f"(Label Studio: Settings > Model > Connect model > http://{args.host}:{args.port})", flush=True)
+    uvicorn.run(create_app(backend, auth), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def add_serve_cli(lsub) -> None:
+    serve = lsub.add_parser("serve", help="run ITJNER as a Label Studio ML backend (predictions, training)")
+    serve.add_argument("--checkpoint", required=True, help="checkpoint folder to serve (and fine-tune)")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument("--images", help="folder with <IMGID>.jpg for tasks without an image of their own")
+    serve.add_argument("--versions", help="folder of the fine-tuned checkpoints and history.json (default "
+                                          "$ITJNER_DATA_DIR/backend/<checkpoint name>)")
+    serve.add_argument("--url", help="Label Studio URL for images and annotations (default $LABEL_STUDIO_URL, "
+                                     "else the hostname Label Studio gives at setup)")
+    serve.add_argument("--api-key", help="prefer $LABEL_STUDIO_API_KEY (else the key Label Studio gives at setup)")
+    serve.add_argument("--train-every", type=int, default=0,
+                       help="also train after this many new annotations of a project (0: only on Start training)")
+    serve.add_argument("--epochs", type=int, default=3)
+    serve.add_argument("--heldout", type=float, default=0.2, help="share of annotations held out to accept a model")
+    serve.add_argument("--min-gain", type=float, default=0.0,
+                       help="accept a retrained model when its held-out F1 >= the serving model's + this")
+    serve.add_argument("--base-data", help="dataset folder whose train.txt is trained on with the annotations")
+    serve.add_argument("--basic-auth-user", help="require HTTP basic auth (password in $ITJNER_BACKEND_PASSWORD)")
+    serve.set_defaults(func=cmd_serve)
+
+
 def add_cli(subparsers, get_predictor: Callable[[str | None], Any]) -> None:
     """Register `export` and `labelstudio {push,pull,flush}`; each sets `func(args) -> exit code`.
     Errors are LabelStudioError (a RuntimeError) or ValueError, with messages ready to print."""
@@ -151,3 +198,4 @@ def add_cli(subparsers, get_predictor: Callable[[str | None], Any]) -> None:
     common(flush)
     flush.add_argument("--outbox-dir", help="folder of outbox.sqlite (default $ITJNER_DATA_DIR or ~/.local/share/itjner)")
     flush.set_defaults(func=cmd_flush)
+    add_serve_cli(lsub)
