@@ -77,6 +77,7 @@ class Backend:
         self._new_annotations: dict[int, int] = {}
         self.problems: deque[str] = deque(maxlen=20)
         self._lock = threading.Lock()
+        self._tagging = threading.Lock()  # one model call at a time (the feature cache is not thread-safe)
         versions = Path(versions_dir) if versions_dir else default_data_dir() / "backend" / self.base_checkpoint.name
         self.trainer = Trainer(versions, options or TrainOptions(), self.load)
         self.predictor = None
@@ -145,6 +146,10 @@ class Backend:
         return answers
 
     def _tag(self, tweets, blobs, predictor):
+        with self._tagging:
+            return self._tag_unlocked(tweets, blobs, predictor)
+
+    def _tag_unlocked(self, tweets, blobs, predictor):
         try:
             return predictor.predict(tweets, images=blobs)
         except Exception as err:  # one bad input must not cost the batch: retry one by one

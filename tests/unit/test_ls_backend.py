@@ -63,3 +63,23 @@ def test_basic_auth_and_the_key_never_comes_back(client):
     assert resp.status_code == 200 and len(resp.json()["results"]) == 3
     health = client.get("/health", headers=_auth()).text
     assert "another host" in health and KEY not in health and KEY not in resp.text and KEY not in setup.text
+
+
+def test_annotation_events_start_a_training_above_the_threshold(tmp_path, tiny_config, monkeypatch):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from itjner.modeling_itjner import ITJNERModel
+
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    torch.manual_seed(0)
+    ITJNERModel.from_config(tiny_config).save_pretrained(tmp_path / "ck")
+    backend = Backend(tmp_path / "ck", versions_dir=tmp_path / "v", train_every=2)
+    client = TestClient(create_app(backend))
+    event = {"action": "ANNOTATION_CREATED", "project": {"id": 7}, "annotation": {"id": 1}}
+    assert client.post("/webhook", json=event).json()["status"] == "ok"
+    assert backend.trainer.status["state"] == "idle"
+    client.post("/webhook", json=event)  # the second one reaches the threshold: a training is asked for
+    status = client.get("/health").json()["training"]
+    assert status["state"] == "failed" and "no Label Studio URL/key" in status["reason"]
