@@ -251,9 +251,8 @@ class LabelStudioClient:
             if pred.get("model_version") in have:
                 continue
             ents = map_entities(task["data"]["tokens"], scored_entities(task["data"]["tokens"], pred["result"]), tokens)
-            self._call(lambda: self.sdk.predictions.create(
-                task=task_id, model_version=pred["model_version"], score=pred.get("score"),
-                result=entity_results(tokens, ents, id_prefix=f"v{task_id}p")))
+            self._call(self.sdk.predictions.create, task=task_id, model_version=pred["model_version"],
+                       score=pred.get("score"), result=entity_results(tokens, ents, id_prefix=f"v{task_id}p"))
             result.refreshed.append(task_id)
 
     def ensure_local_storage(self, project_id: int, folder) -> None:

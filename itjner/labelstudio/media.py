@@ -63,7 +63,7 @@ def task_image(data: dict, base_url: str | None = None, token: str | None = None
     try:
         if ref.startswith("data:"):
             return decode_data_url(ref), None
-        if ref.startswith("/") or ref.startswith("http://") or ref.startswith("https://"):
+        if ref.startswith(("/", "http://", "https://")):
             return fetch_from_server(ref, base_url, token), None
         if ref:
             raise ImageFetchError(f"unsupported image reference {ref[:40]!r}")

@@ -13,7 +13,6 @@ import pytest
 
 from fixtures.labelstudio_server import free_port
 from fixtures.paths import REPO
-from itjner.labelstudio import tasks as task_format
 
 from test_labelstudio import jpeg_bytes, png_bytes, region, task_dict
 
