@@ -206,3 +206,23 @@ def test_a_failing_training_leaves_the_old_version_serving(ls_server, ls_client,
         assert "FileNotFoundError" in proc.log()
     finally:
         proc.stop()
+
+
+@pytest.mark.slow
+def test_a_retrained_model_that_is_not_better_is_rejected(ls_server, ls_client, ls_project, checkpoint, tmp_path):
+    proc = BackendProcess(checkpoint, ls_server, tmp_path / "v3", "--min-gain", "1000")  # no model gains 1000 F1
+    try:
+        ml_id = _connect(ls_client, ls_project, proc)
+        _annotate(ls_client, ls_project, 4)
+        before = proc.health()["model_version"]
+        ls_client.sdk.ml.train(id=ml_id)
+        status = _wait_training(proc)
+        assert status["state"] == "rejected" and "previous model keeps serving" in status["reason"]
+        assert proc.health()["model_version"] == before
+        import json
+
+        (row,) = json.loads((tmp_path / "v3" / "history.json").read_text())
+        assert row["status"] == "rejected" and "heldout_f1" in row and "previous_f1" in row
+        assert not any((tmp_path / "v3").glob("*-ft*"))  # nothing swapped in
+    finally:
+        proc.stop()
