@@ -89,3 +89,27 @@ def model_card_text(folder: str | os.PathLike) -> str:
 
 DEFAULT_CAPTIONER = REPO / "assets" / "captioner-flickr8k"  # the paper's captioner, trained on real photos
 DEFAULT_CAPTION_SPEC = "lstm:assets/captioner-flickr8k"
+
+
+_VERSIONS: dict[tuple, str] = {}
+
+
+def checkpoint_version(folder: str | os.PathLike) -> str:
+    """`<folder name>-<first 8 hex of sha256(model.safetensors)>`: two different checkpoints never share it, a
+    copied or renamed-back checkpoint keeps it. Cached per (path, size, mtime) so a process hashes a file once."""
+    import hashlib
+
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    try:
+        stat = weights.stat()
+    except OSError:
+        return folder.name
+    cache_key = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
+    if cache_key not in _VERSIONS:
+        digest = hashlib.sha256()
+        with open(weights, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _VERSIONS[cache_key] = f"{folder.name}-{digest.hexdigest()[:8]}"
+    return _VERSIONS[cache_key]

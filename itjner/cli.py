@@ -35,7 +35,8 @@ def cmd_train(args) -> int:
         model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
-                   caption_source=args.caption_source)
+                   caption_source=args.caption_source, init_from=args.init_from, add_train=args.add_train or (),
+                   dev=args.dev, allow_dev_is_train=args.allow_dev_is_train)
     if result.get("best_dev") is None:  # a non-zero torchrun rank: rank 0 saves and reports
         return 0
     _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["itjner"] + sys.argv[1:]))
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-test", action="store_true", help="do not evaluate the test split at the end")
     t.add_argument("--random-init", action="store_true", help="random backbone weights (tests, benchmarks)")
     t.add_argument("--device")
+    t.add_argument("--init-from", metavar="CHECKPOINT", help="fine-tune this checkpoint (its architecture and "
+                                                             "weights) instead of starting from the preset")
+    t.add_argument("--add-train", metavar="CONLL", action="append",
+                   help="also train on this file, e.g. `itjner labelstudio pull` output (repeatable)")
+    t.add_argument("--dev", metavar="CONLL", help="dev file instead of the dataset's valid.txt")
+    t.add_argument("--allow-dev-is-train", action="store_true",
+                   help="train even when the dev data is training data (refused otherwise)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")

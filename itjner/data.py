@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -131,12 +132,16 @@ def _tweet_from_row(row: dict, index: int, path: Path) -> Tweet:
     return Tweet(image_id=image_id, tokens=list(tokens), tags=row.get("tags"))
 
 
+_HTML_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);$")  # "&amp;" stays one token, as in the tweets
+
+
 def tokenize(text: str) -> list[str]:
     """Whitespace tokenisation with punctuation split off word ends, close to the Twitter releases' tokens."""
     out: list[str] = []
     for word in text.split():
         tail: list[str] = []
-        while len(word) > 1 and word[-1] in ".,!?;:\"')" and not word.startswith(("http", "@", "#")):
+        while (len(word) > 1 and word[-1] in ".,!?;:\"')" and not word.startswith(("http", "@", "#"))
+               and not _HTML_ENTITY.search(word)):
             tail.insert(0, word[-1])
             word = word[:-1]
         while len(word) > 1 and word[0] in "\"'(":

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .data import Prediction, Tweet, bio_to_entities
 from .batching import build_examples, collate, length_batches, to_device
 from .images import FeatureStore, ImageReport, decode_image, read_image_bytes
-from .checkpoints import load_card
+from .checkpoints import checkpoint_version, load_card
 from .modeling_itjner import ITJNERModel
 
 
@@ -156,10 +156,13 @@ class Predictor:
     """Loads a checkpoint once; `predict` tags tweets with their images (bytes or an images folder)."""
 
     def __init__(self, model: ITJNERModel, tokenizer, name: str = "itjner", card: dict | None = None,
-                 caption_source: str | None = None, cache_dir=None, precision: str = "auto"):
-        """precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", or "bf16" (autocast on any device)."""
+                 caption_source: str | None = None, cache_dir=None, precision: str = "auto",
+                 version: str | None = None):
+        """version: `model_version` (default the name; `from_pretrained` gives name + short weights hash).
+        precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", or "bf16" (autocast on any device)."""
         self.precision = check_precision(precision)
         self.model, self.tokenizer, self.name, self.card = model, tokenizer, name, card or {}
+        self.version = version or name
         self.config = model.config
         self.device = next(model.parameters()).device
         self.inputs = InputPipeline(self.config, tokenizer, self.device, caption_source, cache_dir)
@@ -171,15 +174,17 @@ class Predictor:
 
         model = ITJNERModel.from_pretrained(folder, default_device(device))
         tokenizer = load_tokenizer(model.config.text_encoder)
-        return cls(model, tokenizer, Path(folder).name, load_card(folder), caption_source, cache_dir, precision)
+        return cls(model, tokenizer, Path(folder).name, load_card(folder), caption_source, cache_dir, precision,
+                   version=checkpoint_version(folder))
 
     @property
     def model_version(self) -> str:
-        return self.name
+        return self.version
 
     def with_caption_source(self, spec: str | None) -> "Predictor":
         """The same model, backbone and feature cache, with captions from another source."""
-        other = Predictor(self.model, self.tokenizer, self.name, self.card, spec, self.inputs.cache_dir, self.precision)
+        other = Predictor(self.model, self.tokenizer, self.name, self.card, spec, self.inputs.cache_dir, self.precision,
+                          self.version)
         other.inputs._image_backbone, other.inputs._store = self.inputs._image_backbone, self.inputs._store
         return other
 

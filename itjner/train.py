@@ -73,12 +73,18 @@ def evaluate_tweets(predictor: Predictor, tweets: list[Tweet], images_dir=None, 
 
 class Trainer:
     def __init__(self, model_cfg: ITJNERConfig, train_cfg: TrainConfig, out: str | Path, images_dir=None,
-                 device=None, random_init=False, cache_dir=None, caption_source=None, log=print):
+                 device=None, random_init=False, cache_dir=None, caption_source=None, log=print, init_from=None):
+        """init_from: a checkpoint folder to fine-tune (its config replaces `model_cfg`)."""
         seed_everything(train_cfg.seed)
+        if init_from is not None:
+            model_cfg = ITJNERConfig.load(init_from)
         self.model_cfg, self.cfg, self.out, self.images_dir, self.log = model_cfg, train_cfg, Path(out), images_dir, log
         self.device = default_device(device)
         self.tokenizer = load_tokenizer(model_cfg.text_encoder)
-        self.model = ITJNERModel.from_config(model_cfg, random_init=random_init).to(self.device)
+        if init_from is not None:
+            self.model = ITJNERModel.from_pretrained(init_from, self.device)
+        else:
+            self.model = ITJNERModel.from_config(model_cfg, random_init=random_init).to(self.device)
         self.inputs = InputPipeline(model_cfg, self.tokenizer, self.device, caption_source, cache_dir)
         self.predictor = Predictor(self.model, self.tokenizer, self.out.name, caption_source=caption_source,
                                    cache_dir=cache_dir)
@@ -150,26 +156,60 @@ class Trainer:
         return total / max(1, len(batches))
 
 
+def _key(tweet: Tweet) -> tuple:
+    return (tweet.image_id, " ".join(tweet.tokens))
+
+
+def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=False, log=print):
+    """(train, dev, test path or None). `add_train`: more CoNLL files (e.g. `itjner labelstudio pull` output)
+    joined to the training split; `dev`: a dev file instead of the dataset's. A dev split that is (or shares tweets
+    with) the training data is refused unless `allow_dev_is_train`, and then warned about loudly."""
+    train_path = split_path(data, "train")
+    dev_path = Path(dev) if dev else split_path(data, "dev")
+    train_tweets = read_conll(train_path)[:limit]
+    for extra in add_train or ():
+        train_tweets += read_conll(extra)
+    dev_tweets = read_conll(dev_path)[:limit]
+    shared = {_key(t) for t in train_tweets} & {_key(t) for t in dev_tweets}
+    if dev_path.resolve() == train_path.resolve() or shared:
+        msg = (f"the dev data ({dev_path}) is also training data ({len(shared)} of {len(dev_tweets)} dev tweets are "
+               "in the training set): dev F1 and the best-epoch choice would measure memorisation. Give a dataset "
+               "folder (train.txt/valid.txt) with --add-train FILE, or --dev FILE")
+        if not allow_dev_is_train:
+            raise ValueError(msg + " (or --allow-dev-is-train to do it anyway)")
+        log("WARNING: " + msg.upper())
+    test_path = None
+    if Path(data).is_dir() and (Path(data) / SPLITS["test"]).is_file():
+        test_path = Path(data) / SPLITS["test"]
+    elif Path(data).is_file() and not add_train:
+        test_path = train_path
+    return train_tweets, dev_tweets, test_path
+
+
 def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out: str | Path, images_dir=None,
           device=None, random_init=False, limit: int | None = None, test: bool = True, cache_dir=None,
-          caption_source=None, log=print) -> dict:
-    train_tweets = read_conll(split_path(data, "train"))[:limit]
-    dev_tweets = read_conll(split_path(data, "dev"))[:limit]
-    trainer = Trainer(model_cfg, train_cfg, out, images_dir, device, random_init, cache_dir, caption_source, log)
+          caption_source=None, log=print, init_from=None, add_train=(), dev=None, allow_dev_is_train=False) -> dict:
+    """init_from: fine-tune this checkpoint (its architecture); add_train/dev/allow_dev_is_train: `load_splits`."""
+    train_tweets, dev_tweets, test_path = load_splits(data, add_train, dev, limit, allow_dev_is_train, log)
+    if init_from is not None:
+        model_cfg = ITJNERConfig.load(init_from)
+    trainer = Trainer(model_cfg, train_cfg, out, images_dir, device, random_init, cache_dir, caption_source, log,
+                      init_from=init_from)
     log(f"training {model_cfg.preset} ({model_cfg.modalities()}) on {len(train_tweets)} tweets, dev {len(dev_tweets)}")
     started = time.time()
     result = trainer.fit(train_tweets, dev_tweets)
     result["train_seconds"] = time.time() - started
     if trainer.rank != 0:
         return result
-    if test:
+    if test and test_path is not None:
         best = Predictor.from_pretrained(out, device, caption_source, cache_dir)
-        test_tweets = read_conll(split_path(data, "test"))[:limit]
+        test_tweets = read_conll(test_path)[:limit]
         result["test"] = evaluate_tweets(best, test_tweets, images_dir)
         log("test (best-on-dev model, evaluated once):\n" + format_scores(result["test"]))
     card = {"preset": model_cfg.preset, "data": str(data), "images": str(images_dir) if images_dir else None,
             "modalities": model_cfg.modalities(), "seed": train_cfg.seed, "train": asdict(train_cfg),
-            "limit": limit, "dev": result["best_dev"], "test": result.get("test"),
+            "limit": limit, "init_from": str(init_from) if init_from else None,
+            "add_train": [str(p) for p in add_train or ()], "dev": result["best_dev"], "test": result.get("test"),
             "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
     ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
     Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

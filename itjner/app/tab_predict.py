@@ -9,7 +9,7 @@ import gradio as gr
 
 from . import handoff
 from . import views as ui
-from ..checkpoints import model_card_text
+from ..checkpoints import checkpoint_version, model_card_text
 from .messages import UserError, md_escape
 from .service import CAPTION_SOURCES, DEFAULT_SOURCE, PredictService
 from .widgets import raw_image
@@ -27,7 +27,7 @@ def on_predict(service: PredictService, image, text, caption, checkpoint, captio
     picture = res.image.image if res.uses_image else None
     heat = ui.render_heatmap(pred, picture, first, ui.MAP_Q, ui.MEAN_HEADS) if sources else None
     state = {"pred": pred, "image": picture, "image_bytes": res.image.data if not res.image.problem else None,
-             "model_version": Path(res.checkpoint).name, "entities": list(pred.entities),
+             "model_version": checkpoint_version(res.checkpoint), "entities": list(pred.entities),
              "photo": res.photo_caption, "photo_image": res.image.image}
     maps = bool(sources) and picture is not None
     gate = ui.gate_rows(pred) if picture is not None else None

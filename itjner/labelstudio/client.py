@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..data import Tweet
-from .tasks import LABEL_CONFIG, _get, tweet_from_task
+from .tasks import (LABEL_CONFIG, _as_dict, _get, entity_results, map_entities, result_to_entities, scored_entities,
+                    task_key_of, task_tokens, tweets_from_tasks)
 
 DEFAULT_URL = "http://localhost:8080"
 
@@ -76,9 +77,11 @@ def _env_url(url: str | None) -> str:
 class PushResult:
     created: list[int] = field(default_factory=list)  # new task ids
     skipped: list[str] = field(default_factory=list)  # itjner_keys already in the project
+    refreshed: list[int] = field(default_factory=list)  # existing tasks that got this model version's prediction
 
     def __str__(self) -> str:
-        return f"{len(self.created)} task(s) created, {len(self.skipped)} already in the project"
+        return (f"{len(self.created)} task(s) created, {len(self.skipped)} already in the project, "
+                f"{len(self.refreshed)} got predictions of the new model version")
 
 
 class LabelStudioClient:
@@ -168,6 +171,21 @@ class LabelStudioClient:
         project = self._call(lambda: self.sdk.projects.create(title=title, label_config=label_config))
         return int(project.id)
 
+    def projects_titled(self, title: str) -> list[int]:
+        """Ids of the projects whose title is exactly `title` (surrounding spaces ignored)."""
+        projects = self._call(lambda: list(self.sdk.projects.list(page_size=100)))
+        return sorted(int(p.id) for p in projects if (p.title or "").strip() == title.strip())
+
+    def project_for_title(self, title: str) -> tuple[int, bool]:
+        """(project id, created): the one project with that title, or a new one; several with it -> refuse."""
+        found = self.projects_titled(title)
+        if len(found) > 1:
+            raise LabelStudioError(f"{len(found)} projects at {self.url} are titled {title!r} (ids "
+                                   f"{', '.join(map(str, found))}): pass --project ID instead of --create")
+        if found:
+            return found[0], False
+        return self.create_project(title), True
+
     def project_title(self, project_id: int) -> str:
         return self._call(lambda: self.sdk.projects.get(id=int(project_id))).title
 
@@ -186,10 +204,8 @@ class LabelStudioClient:
     def existing_keys(self, project_id: int) -> dict[str, int]:
         """itjner_key -> task id for the tasks already in the project."""
         keys = {}
-        for task in self.list_tasks(project_id, full=False):
-            data = _get(task, "data") or {}
-            if data.get("itjner_key"):
-                keys[data["itjner_key"]] = int(_get(task, "id"))
+        for task in sorted(self.list_tasks(project_id, full=False), key=lambda t: -int(_get(t, "id"))):
+            keys[task_key_of(task)] = int(_get(task, "id"))  # the oldest task of a tweet wins
         return keys
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
@@ -203,29 +219,85 @@ class LabelStudioClient:
         return [int(i) for i in ids]
 
     def push_tasks(self, project_id: int, tasks: Sequence[dict]) -> PushResult:
-        """Create the tasks whose itjner_key is not in the project yet (in the given order); skip the others."""
-        existing = self.existing_keys(project_id)
+        """Create the tasks whose itjner_key is not in the project yet (in the given order); an existing task that
+        has no prediction of this push's model version gets it (so a retrained model refreshes the spans), and the
+        project's model version becomes it (Label Studio shows annotators that version's predictions)."""
+        existing = {task_key_of(t): _as_dict(t) for t in self.list_tasks(project_id)}
         result = PushResult()
-        todo, seen = [], set()
+        todo, seen, versions = [], set(), set()
         for task in tasks:
             key = task["data"].get("itjner_key")
             if key in existing or key in seen:
                 result.skipped.append(key)
+                if key in existing:
+                    self._refresh(existing[key], task, result)
                 continue
             if key:
                 seen.add(key)
             todo.append(task)
+            versions.update(p.get("model_version") for p in task.get("predictions") or [])
         result.created = self.import_tasks(project_id, todo)
+        if result.refreshed or versions:
+            version = ([p.get("model_version") for t in tasks for p in t.get("predictions") or []] or [None])[-1]
+            if version:
+                self._call(lambda: self.sdk.projects.update(id=int(project_id), model_version=version))
         return result
 
+    def _refresh(self, server_task: dict, task: dict, result: PushResult) -> None:
+        have = {_get(p, "model_version") for p in server_task.get("predictions") or []}
+        tokens = task_tokens(server_task.get("data") or {})
+        task_id = int(server_task["id"])
+        for pred in task.get("predictions") or []:
+            if pred.get("model_version") in have:
+                continue
+            ents = map_entities(task["data"]["tokens"], scored_entities(task["data"]["tokens"], pred["result"]), tokens)
+            self._call(self.sdk.predictions.create, task=task_id, model_version=pred["model_version"],
+                       score=pred.get("score"), result=entity_results(tokens, ents, id_prefix=f"v{task_id}p"))
+            result.refreshed.append(task_id)
+
+    def ensure_local_storage(self, project_id: int, folder) -> None:
+        """A local-files import storage of the project over `folder` (so Label Studio serves its files to the
+        project's members by `/data/local-files/?d=` URLs); made once, never synced (the tasks come from push)."""
+        from pathlib import Path
+
+        path = str(Path(folder).resolve())
+        storages = self._call(lambda: list(self.sdk.import_storage.local.list(project=int(project_id))))
+        if any(_get(st, "path") == path for st in storages):
+            return
+        self._call(lambda: self.sdk.import_storage.local.create(project=int(project_id), path=path,
+                                                                title="itjner images", use_blob_urls=True))
+
+    @property
+    def key(self) -> str:
+        """The API key, for a request this process makes to the same server (never print it)."""
+        return self._key.value
+
+    def task_data(self, task_id: int) -> dict:
+        return dict(_get(self._call(lambda: self.sdk.tasks.get(id=int(task_id))), "data") or {})
+
+    def annotations(self, task_id: int) -> list[dict]:
+        return [_as_dict(a) for a in self._call(lambda: list(self.sdk.annotations.list(id=int(task_id))))]
+
+    def add_correction(self, task_id: int, tokens: Sequence[str], entities, from_tokens: Sequence[str]) -> str:
+        """Add the correction as an annotation of an existing task unless one with the same entities is there
+        (a resend after a lost answer finds it): "created" or "already"."""
+        target = [e.key() for e in map_entities(from_tokens, entities, tokens)]
+        for ann in self.annotations(task_id):
+            if not ann.get("was_cancelled") and sorted(
+                    e.key() for e in result_to_entities(tokens, ann.get("result") or [])) == sorted(target):
+                return "already"
+        moved = map_entities(from_tokens, entities, tokens)
+        self._call(lambda: self.sdk.annotations.create(
+            id=int(task_id), result=entity_results(tokens, moved, id_prefix=f"a{task_id}c"), ground_truth=False))
+        return "created"
+
+    def pull(self, project_id: int) -> tuple[list[Tweet], int]:
+        """(one tweet per tweet, tagged by its latest annotation, task order; duplicate tasks merged)."""
+        return tweets_from_tasks(self.list_tasks(project_id))
+
     def pull_annotations(self, project_id: int) -> list[Tweet]:
-        """Annotated tasks (task order) as tweets with BIO tags from each task's latest annotation."""
-        tweets = []
-        for task in sorted(self.list_tasks(project_id), key=lambda t: int(_get(t, "id"))):
-            tweet = tweet_from_task(task)
-            if tweet is not None:
-                tweets.append(tweet)
-        return tweets
+        """Annotated tasks (task order) as tweets with BIO tags from each tweet's latest annotation."""
+        return self.pull(project_id)[0]
 
 
 def connect(url: str | None = None, api_key: str | None = None, timeout: float = 20.0) -> LabelStudioClient:

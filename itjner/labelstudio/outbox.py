@@ -4,9 +4,12 @@
 pending. Items the server accepted are marked sent; the others stay pending with the reason (server down, refused
 key, timeout, rejected task) for the UI: `status_line()` -> "3 queued: Label Studio at ... is unreachable (...)".
 
-Each task is created at most once, even across crashes and timeouts: an item is identified by (project, itjner_key);
-before creating anything `flush` asks the server which keys the project already holds and marks those items sent
-(a task created by a previous flush whose answer never arrived is found here), and only then imports the rest.
+Each task is created at most once, even across crashes and timeouts: an item is identified by (project, itjner_key)
+for a tweet, (project, itjner_key + hash of the entities) for a correction. Before creating anything `flush` asks the
+server which tweets the project already holds and marks those items sent (a task created by a previous flush whose
+answer never arrived is found here), and only then imports the rest. A correction of a tweet that is already a task
+becomes an annotation of that task (mapped onto its tokens), unless an annotation with the same entities is there
+already; of a tweet that is not, a new task with the correction as its annotation.
 One `Outbox` object serialises its flushes with a lock; two processes flushing at once are still safe against
 duplicates up to the server-side check (run one flusher per outbox file).
 
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .client import LabelStudioAuthError, LabelStudioError, LabelStudioUnavailable
-from .tasks import compute_task_key
+from .tasks import compute_task_key, correction_key, result_to_entities
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -92,6 +95,8 @@ class Outbox:
                                                          [json.dumps(task, sort_keys=True)])
         if data.get("itjner_key") != key:
             task = {**task, "data": {**data, "itjner_key": key}}
+        if task.get("annotations"):
+            key = correction_key(key, result_to_entities(data.get("tokens") or [], task["annotations"][0]["result"]))
         blob = json.dumps(task, ensure_ascii=False)
         with closing(self._connect()) as con, con:
             con.execute("INSERT OR IGNORE INTO outbox (project, key, task, created_at) VALUES (?, ?, ?, ?)",
@@ -165,20 +170,74 @@ class Outbox:
                 if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)):
                     fatal = err
                 continue
-            todo = []
-            with closing(self._connect()) as con, con:
-                for item_id, _, key, blob in items:
-                    if key in existing:
-                        self._mark_sent(con, item_id, existing[key])
-                        result.already += 1
-                    else:
-                        todo.append((item_id, json.loads(blob)))
-            fatal = self._send(client, project, todo, result)
+            plain = [r for r in items if not json.loads(r[3]).get("annotations")]
+            fatal = self._send_plain(client, project, plain, existing, result)
+            corrections = [r for r in items if r not in plain]
+            if corrections and fatal is None:
+                fatal = self._send_corrections(client, project, corrections, result)
+            elif corrections:
+                self._mark_failed([r[0] for r in corrections], fatal)
+                result.failed += len(corrections)
         result.pending = self.pending_count()
         if result.pending == 0 and result.failed == 0:
             with closing(self._connect()) as con, con:
                 con.execute("DELETE FROM state WHERE name = 'last_error'")
         return result
+
+    def _send_plain(self, client, project: int, items: list[tuple], existing: dict, result: FlushResult):
+        todo = []
+        with closing(self._connect()) as con, con:
+            for item_id, _, key, blob in items:
+                if key in existing:
+                    self._mark_sent(con, item_id, existing[key])
+                    result.already += 1
+                else:
+                    todo.append((item_id, json.loads(blob)))
+        return self._send(client, project, todo, result)
+
+    def _send_corrections(self, client, project: int, items: list[tuple], result: FlushResult):
+        """One by one: annotate the tweet's task (found by its key; asked again, since plain items may just have
+        created it) or create the task with the annotation. Returns an error that hits every project."""
+        try:
+            existing = client.existing_keys(project)
+        except LabelStudioError as err:
+            self._mark_failed([r[0] for r in items], err)
+            result.failed += len(items)
+            result.error = str(err)
+            return err if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)) else None
+        for n, (item_id, _, _, blob) in enumerate(items):
+            task = json.loads(blob)
+            task_key = task["data"]["itjner_key"]
+            if task_key not in existing:
+                fatal = self._send(client, project, [(item_id, task)], result)
+            else:
+                fatal = self._annotate(client, item_id, existing[task_key], task, result)
+            if fatal is not None:
+                self._mark_failed([r[0] for r in items[n + 1:]], fatal)
+                result.failed += len(items) - n - 1
+                return fatal
+        return None
+
+    def _annotate(self, client, item_id: int, task_id: int, task: dict, result: FlushResult):
+        from .tasks import task_tokens
+
+        try:
+            tokens = task_tokens(client.task_data(task_id))
+            src = task["data"]["tokens"]
+            outcome = client.add_correction(task_id, tokens, result_to_entities(src, task["annotations"][0]["result"]),
+                                            src)
+        except LabelStudioError as err:
+            self._mark_failed([item_id], err)
+            result.failed += 1
+            result.error = str(err)
+            return err if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)) else None
+        with closing(self._connect()) as con, con:
+            self._mark_sent(con, item_id, task_id)
+        if outcome == "already":
+            result.already += 1
+        else:
+            result.sent += 1
+        return None
 
     def _send(self, client, project: int, todo: list[tuple[int, dict]], result: FlushResult
               ) -> LabelStudioError | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
 from datetime import datetime
@@ -35,13 +36,15 @@ from ..data import ENTITY_TYPES, Entity, Prediction, Tweet, char_offsets, entiti
 FROM_NAME, TO_NAME = "label", "text"
 ORIGIN_MODEL, ORIGIN_CORRECTION = "model", "user-correction"
 
+IMAGE_MAX_HEIGHT = "300px"  # the tweet comes first; the image below it is capped so Submit stays in view
+
 LABEL_CONFIG = (
     "<View>\n"
-    '  <Image name="image" value="$image"/>\n'
     f'  <Labels name="{FROM_NAME}" toName="{TO_NAME}">\n'
     + "".join(f'    <Label value="{t}"/>\n' for t in ENTITY_TYPES)
     + "  </Labels>\n"
     f'  <Text name="{TO_NAME}" value="$text" granularity="word"/>\n'
+    f'  <Image name="image" value="$image" maxHeight="{IMAGE_MAX_HEIGHT}" maxWidth="100%"/>\n'
     "</View>\n"
 )
 
@@ -49,11 +52,57 @@ MAX_IMAGE_BYTES = 1_000_000  # larger images (or unknown formats) are re-encoded
 MAX_IMAGE_SIDE = 1024
 
 
-def compute_task_key(image_id: str, tokens: Sequence[str], correction: Sequence[Entity] | None = None) -> str:
-    """The idempotency id of a task: same tweet and same correction -> same key."""
-    corr = None if correction is None else sorted([e.start, e.end, e.type] for e in correction)
-    blob = json.dumps([str(image_id), list(tokens), corr], ensure_ascii=False, separators=(",", ":"))
+def tweet_fingerprint(tokens: Sequence[str]) -> str:
+    """The tweet's characters without whitespace and with HTML entities decoded: the same for any tokenisation of
+    the same text ("sauce.." / "sauce . .", "3," / "3 ,", "&amp;" / "&amp ;" / "&")."""
+    return "".join(html.unescape("".join(str(t) for t in tokens)).split())
+
+
+def compute_task_key(image_id: str, tokens: Sequence[str]) -> str:
+    """The task's identity in a project: the image id and the tweet's text (not its tokenisation, not any
+    correction), so a tweet has one task per project whoever sends it and however it was tokenised."""
+    blob = json.dumps([str(image_id), tweet_fingerprint(tokens)], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def correction_key(task_key: str, correction: Iterable[Entity]) -> str:
+    """The identity of one correction of a task (outbox items): same tweet and same entities -> same key."""
+    corr = sorted([e.start, e.end, e.type] for e in correction)
+    return task_key + ":" + hashlib.sha256(json.dumps(corr).encode()).hexdigest()[:12]
+
+
+def _char_owner(tokens: Sequence[str]) -> tuple[str, list[int]]:
+    chars, owner = [], []
+    for i, tok in enumerate(tokens):
+        for ch in str(tok):
+            if not ch.isspace():
+                chars.append(ch)
+                owner.append(i)
+    return "".join(chars), owner
+
+
+def map_entities(src_tokens: Sequence[str], entities: Iterable[Entity], dst_tokens: Sequence[str]) -> list[Entity]:
+    """Entities over `src_tokens` moved onto another tokenisation of the same text (matching non-space characters;
+    an entity covers every destination token one of its characters falls in). Same tokens: unchanged."""
+    entities = list(entities)
+    if list(src_tokens) == list(dst_tokens):
+        return entities
+    import difflib
+
+    src, src_owner = _char_owner(src_tokens)
+    dst, dst_owner = _char_owner(dst_tokens)
+    to_dst: dict[int, int] = {}
+    for a, b, n in difflib.SequenceMatcher(None, src, dst, autojunk=False).get_matching_blocks():
+        for k in range(n):
+            to_dst[a + k] = dst_owner[b + k]
+    out, taken = [], set()
+    for ent in sorted(entities, key=lambda e: (e.start, e.end)):
+        words = sorted({to_dst[c] for c, o in enumerate(src_owner) if ent.start <= o < ent.end and c in to_dst})
+        words = [w for w in range(words[0], words[-1] + 1) if w not in taken] if words else []
+        if words:
+            taken.update(words)
+            out.append(Entity(words[0], words[-1] + 1, ent.type, ent.score))
+    return out
 
 
 def _sniff_mime(data: bytes) -> str | None:
@@ -106,12 +155,14 @@ def entity_results(tokens: Sequence[str], entities: Iterable[Entity], id_prefix:
 
 
 def task_from_prediction(pred: Prediction, image_bytes: bytes | None, model_version: str,
-                         correction: list[Entity] | None = None, task_key: str | None = None) -> dict:
-    """A Label Studio task (import format) for one predicted tweet; see the module docstring for the layout."""
+                         correction: list[Entity] | None = None, task_key: str | None = None,
+                         image_url: str | None = None) -> dict:
+    """A Label Studio task (import format) for one predicted tweet; see the module docstring for the layout.
+    `image_url` (an uploaded file's or a local-files URL) replaces the data URL made from `image_bytes`."""
     tweet = pred.tweet
     tokens = list(tweet.tokens)
-    key = task_key or compute_task_key(tweet.image_id, tokens, correction)
-    url, problem = image_data_url(image_bytes)
+    key = task_key or compute_task_key(tweet.image_id, tokens)
+    url, problem = (image_url, None) if image_url else image_data_url(image_bytes)
     data = {"text": " ".join(tokens), "tokens": tokens, "image_id": str(tweet.image_id), "image": url,
             "itjner_key": key, "itjner_origin": ORIGIN_MODEL if correction is None else ORIGIN_CORRECTION}
     if problem:
@@ -135,16 +186,20 @@ def order_predictions(predictions: Sequence[Prediction], order: str | None = Non
 
 
 def build_tasks(predictions: Sequence[Prediction], images_dir, model_version: str, order: str | None = None,
-                corrections: dict[int, list[Entity]] | None = None) -> list[dict]:
-    """Tasks for many predictions, images read from `images_dir/<image_id>.jpg` (missing ones give "")."""
+                corrections: dict[int, list[Entity]] | None = None, image_urls: dict[str, str] | None = None
+                ) -> list[dict]:
+    """Tasks for many predictions, images read from `images_dir/<image_id>.jpg` (missing ones give "") unless
+    `image_urls` maps the image id to a URL (uploaded or local files: no base64 in the task)."""
     from ..images import read_image_bytes
 
     tasks = []
     corrections = corrections or {}
     index = {id(p): i for i, p in enumerate(predictions)}
     for pred in order_predictions(predictions, order):
-        blob = read_image_bytes(images_dir, pred.tweet.image_id)
-        tasks.append(task_from_prediction(pred, blob, model_version, corrections.get(index[id(pred)])))
+        url = (image_urls or {}).get(str(pred.tweet.image_id))
+        blob = None if url else read_image_bytes(images_dir, pred.tweet.image_id)
+        tasks.append(task_from_prediction(pred, blob, model_version, corrections.get(index[id(pred)]),
+                                          image_url=url))
     return tasks
 
 
@@ -188,6 +243,16 @@ def task_tokens(data: dict) -> list[str]:
     if text is not None and " ".join(tokens) != text:
         raise ValueError("task data 'text' is not its 'tokens' joined by spaces: offsets would not map back")
     return tokens
+
+
+def scored_entities(tokens: Sequence[str], result: Iterable[dict]) -> list[Entity]:
+    """Entities of a prediction's regions, each with its region's score."""
+    out = []
+    for item in result:
+        ents = result_to_entities(tokens, [item])
+        if ents:
+            out.append(Entity(ents[0].start, ents[0].end, ents[0].type, _as_dict(item).get("score")))
+    return out
 
 
 def result_to_entities(tokens: Sequence[str], result: Iterable[dict], problems: list[str] | None = None
@@ -267,3 +332,37 @@ def tweet_from_task(task: Any) -> Tweet | None:
     if image_id is None:
         image_id = str(task.get("id"))
     return Tweet(image_id=str(image_id), tokens=tokens, tags=entities_to_bio(entities, len(tokens)), meta=meta)
+
+
+def task_key_of(task: Any) -> str:
+    """A task's tweet identity, computed from what it holds (image id and tokens/text), so tasks made by older
+    versions (whose stored `itjner_key` also hashed the correction) or elsewhere are recognised too."""
+    data = _as_dict(task).get("data") or {}
+    try:
+        return compute_task_key(str(data.get("image_id", "")), task_tokens(data))
+    except ValueError:
+        return data.get("itjner_key") or f"task-{_as_dict(task).get('id')}"
+
+
+def tweets_from_tasks(tasks: Iterable[Any]) -> tuple[list[Tweet], int]:
+    """(one tweet per tweet key, in first-task order, tagged by the latest submitted annotation over all of that
+    tweet's tasks; how many annotated duplicate tasks were merged away). Older projects can hold a tweet twice
+    (before keys ignored corrections and tokenisation); `pull` must never write it twice."""
+    best: dict[str, tuple[float, Tweet]] = {}
+    order: list[str] = []
+    merged = 0
+    for task in sorted((_as_dict(t) for t in tasks), key=lambda t: int(t.get("id") or 0)):
+        tweet = tweet_from_task(task)
+        if tweet is None:
+            continue
+        key = task_key_of(task)
+        ann = latest_annotation(task.get("annotations")) or {}
+        stamp = (_timestamp(ann.get("updated_at") or ann.get("created_at")), ann.get("id") or 0)
+        if key in best:
+            merged += 1
+            if stamp <= best[key][0]:
+                continue
+        else:
+            order.append(key)
+        best[key] = (stamp, tweet)
+    return [best[k][1] for k in order], merged

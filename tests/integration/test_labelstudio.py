@@ -149,7 +149,8 @@ def test_correction_is_an_annotation_next_to_the_raw_prediction():
     (ann,) = task["annotations"]
     assert [(r["value"]["text"], r["value"]["labels"]) for r in ann["result"]] == \
         [("Barack Obama", ["PER"]), ("Paris", ["LOC"]), ("today", ["MISC"])]
-    assert task["data"]["itjner_key"] != task_format.task_from_prediction(pred, None, "itjner-test")["data"]["itjner_key"]
+    # one task per tweet: the correction does not change the task key (issue 15)
+    assert task["data"]["itjner_key"] == task_format.task_from_prediction(pred, None, "itjner-test")["data"]["itjner_key"]
     # same tweet and correction -> same key whatever the model version or scores
     assert task["data"]["itjner_key"] == task_format.task_from_prediction(pred, None, "v2", correction=correction[::-1]
                                                                 )["data"]["itjner_key"]
@@ -553,7 +554,11 @@ def test_cli_push_end_to_end_with_the_real_predictor(ls_server, tmp_path, monkey
     assert len(server) == 5
     scores = [t["predictions"][0]["score"] for t in server]
     assert scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
-    assert {t["predictions"][0]["model_version"] for t in server} == {"ckpt"}
+    from itjner.checkpoints import checkpoint_version
+
+    version = checkpoint_version(tmp_path / "ckpt")  # name + short hash of the weights (issue 15)
+    assert version.startswith("ckpt-") and len(version) == len("ckpt-") + 8
+    assert {t["predictions"][0]["model_version"] for t in server} == {version}
     assert sorted(t["data"]["tokens"] for t in server) == sorted(t.tokens for t in tweets)
     for task in server:  # every region is a whole-word span with one of our labels
         tokens = task["data"]["tokens"]

@@ -69,3 +69,12 @@ def test_char_offsets_and_tokenize():
     text = " ".join(toks)
     for tok, (a, b) in zip(toks, char_offsets(toks)):
         assert text[a:b] == tok
+
+
+def test_tokenize_keeps_html_entities_and_is_stable_on_its_own_output():
+    from itjner.data import tokenize
+
+    for text in ["Dinner sauce.. &amp; 3, fries at @Nandos !", "AT&amp;T &lt;3 (yes).", "'quoted' \"x\" #tag: ok"]:
+        tokens = tokenize(text)
+        assert tokenize(" ".join(tokens)) == tokens
+    assert "&amp;" in tokenize("fish &amp; chips") and "&lt;3" in tokenize("I &lt;3 it")
