@@ -11,7 +11,7 @@ import pytest
 from fixtures.labelstudio_server import LS_PASSWORD, LS_USER
 from fixtures.paths import EXAMPLES, REPO
 
-from test_browser import ARGS, CHROMIUM, _need_browser
+from fixtures.browser import ARGS, CHROMIUM, need_browser
 from test_labelstudio_backend import TEXTS, _connect, _retrieve, backend  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.browser, pytest.mark.slow]
@@ -24,7 +24,7 @@ def checkpoint():
 
 
 def test_a_pre_annotated_task_shows_its_spans_in_the_editor(ls_server, ls_client, ls_project, backend):  # noqa: F811
-    _need_browser()
+    need_browser()
     from playwright.sync_api import sync_playwright
 
     _connect(ls_client, ls_project, backend)
