@@ -164,11 +164,7 @@ class Outbox:
             try:
                 existing = client.existing_keys(project)
             except LabelStudioError as err:
-                self._mark_failed([r[0] for r in items], err)
-                result.failed += len(items)
-                result.error = str(err)
-                if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)):
-                    fatal = err
+                fatal = self._fail_all(items, err, result)
                 continue
             plain = [r for r in items if not json.loads(r[3]).get("annotations")]
             fatal = self._send_plain(client, project, plain, existing, result)
@@ -195,16 +191,21 @@ class Outbox:
                     todo.append((item_id, json.loads(blob)))
         return self._send(client, project, todo, result)
 
+    def _fail_all(self, items: list[tuple], err: LabelStudioError, result: FlushResult) -> LabelStudioError | None:
+        """Every item of a project stays pending with the reason; returns the error when it hits every project
+        (server down, key refused), so the flush stops asking."""
+        self._mark_failed([r[0] for r in items], err)
+        result.failed += len(items)
+        result.error = str(err)
+        return err if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)) else None
+
     def _send_corrections(self, client, project: int, items: list[tuple], result: FlushResult):
         """One by one: annotate the tweet's task (found by its key; asked again, since plain items may just have
         created it) or create the task with the annotation. Returns an error that hits every project."""
         try:
             existing = client.existing_keys(project)
         except LabelStudioError as err:
-            self._mark_failed([r[0] for r in items], err)
-            result.failed += len(items)
-            result.error = str(err)
-            return err if isinstance(err, (LabelStudioUnavailable, LabelStudioAuthError)) else None
+            return self._fail_all(items, err, result)
         for n, (item_id, _, _, blob) in enumerate(items):
             task = json.loads(blob)
             task_key = task["data"]["itjner_key"]
