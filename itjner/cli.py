@@ -10,6 +10,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .configuration_itjner import PRESETS
+
 # Commands with their own parser in their own module: `itjner NAME ...` hands the rest of the line to MODULE.main.
 DELEGATED = {
     "app": ("itjner.app", "start the Gradio demo (same as `python app.py`)"),
@@ -99,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=help_text + f" (itjner {name} --help)", add_help=False)
 
     t = sub.add_parser("train", help="train on a Twitter CoNLL dataset folder (train/valid/test.txt)")
-    t.add_argument("--preset", default="lite", choices=["paper", "lite", "tiny"])
+    t.add_argument("--preset", default="lite", choices=sorted(PRESETS))
     t.add_argument("--data", required=True, help="dataset folder, e.g. data/twitter2017")
     t.add_argument("--images", help="folder with <IMGID>.jpg images (optional; missing images are masked)")
     t.add_argument("--out", required=True, help="checkpoint folder to write")

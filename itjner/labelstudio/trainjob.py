@@ -72,10 +72,10 @@ def run_job(spec: JobSpec) -> None:
     base = read_conll(Path(opt.base_data) / "train.txt") if opt.base_data else []
     write_conll(base + fit, data / "train.txt")
     write_conll(held, data / "valid.txt")
-    from ..configuration_itjner import ITJNERConfig, preset
+    from ..configuration_itjner import PRESETS, ITJNERConfig, preset
 
     model_cfg = ITJNERConfig.load(spec.checkpoint)
-    _, train_cfg = preset(model_cfg.preset if model_cfg.preset in ("paper", "lite", "tiny") else "lite")
+    _, train_cfg = preset(model_cfg.preset if model_cfg.preset in PRESETS else "lite")
     train_cfg = replace(train_cfg, epochs=opt.epochs, batch_size=opt.batch_size, seed=opt.seed)
     train(model_cfg, train_cfg, data, work / "model", images_dir=images, init_from=spec.checkpoint, test=False,
           log=lambda line: log.info("training: %s", line))
