@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .data import LABEL2ID, Tweet, normalize_tag
@@ -20,6 +21,7 @@ class Example:
     labels: list[int] | None
     image_feats: torch.Tensor | None  # (regions, C) or None when the image is missing/unusable
     caption_ids: list[int]
+    soft_targets: np.ndarray | None = None  # (words, labels) a teacher's marginals (distillation.py)
 
 
 def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, captions=None) -> list[Example]:
@@ -56,6 +58,10 @@ def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int
     }
     if all(e.labels is not None for e in examples):
         batch["labels"] = _pad([e.labels for e in examples])
+    if all(e.soft_targets is not None for e in examples):
+        width = batch["word_mask"].shape[1]
+        batch["soft_targets"] = torch.stack([torch.from_numpy(
+            np.pad(e.soft_targets, ((0, width - len(e.soft_targets)), (0, 0)))) for e in examples])
     if config.use_caption:
         batch["caption_ids"] = _pad([e.caption_ids or [pad_id] for e in examples], pad_id)
         batch["caption_mask"] = _pad([[1] * max(len(e.caption_ids), 1) for e in examples])

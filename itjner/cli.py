@@ -26,7 +26,8 @@ def cmd_train(args) -> int:
 
     model_cfg, train_cfg = preset(args.preset)
     model_cfg = model_cfg.with_ablation(args.no_caption, args.no_gate, args.no_image_text, args.text_only)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed")
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed",
+                                                 "distil_weight")
                  if getattr(args, k) is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.caption_query:
@@ -38,7 +39,7 @@ def cmd_train(args) -> int:
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source, init_from=args.init_from, add_train=args.add_train or (),
-                   dev=args.dev, allow_dev_is_train=args.allow_dev_is_train)
+                   dev=args.dev, allow_dev_is_train=args.allow_dev_is_train, teacher=args.teacher)
     if result.get("best_dev") is None:  # a non-zero torchrun rank: rank 0 saves and reports
         return 0
     _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["itjner"] + sys.argv[1:]))
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dev", metavar="CONLL", help="dev file instead of the dataset's valid.txt")
     t.add_argument("--allow-dev-is-train", action="store_true",
                    help="train even when the dev data is training data (refused otherwise)")
+    t.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="distil: this trained checkpoint's CRF marginals on the training tweets are soft targets")
+    t.add_argument("--distil-weight", type=float, help="weight of the teacher's soft targets (default 0.5)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")

@@ -84,6 +84,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.1       # fraction of steps with linear warm-up, then linear decay
     max_grad_norm: float = 1.0
+    distil_weight: float = 0.5  # with a teacher: weight of its soft targets against the gold tags' NLL
     seed: int = 1
 
 

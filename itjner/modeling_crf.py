@@ -1,7 +1,8 @@
 """CRF decoder (paper eqs. 13-16) on pytorch-crf, plus exact per-word marginals for confidence scores.
 
 score(A, y) = sum_i T[y_i, y_{i+1}] + sum_i E[a_i, y_i], E = emission weights (2d x C) applied to A.
-Training maximises log p(y | S, I); decoding is Viterbi. Marginals p(y_i = c | S, I) come from forward-backward.
+Training maximises log p(y | S, I); decoding is Viterbi. Marginals p(y_i = c | S, I) come from forward-backward:
+in NumPy for inference, in torch (differentiable) when a teacher's marginals are soft targets (distillation.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,30 @@ class CRFDecoder(nn.Module):
     def nll(self, emissions, labels, mask) -> torch.Tensor:
         """Mean negative log-likelihood over the batch (eq. 16, negated)."""
         return -self.crf(emissions.float(), labels, mask=mask, reduction="mean")
+
+    def soft_target_loss(self, emissions, mask, targets) -> torch.Tensor:
+        """Cross-entropy of the soft targets (B, N, C) (a teacher's marginals) against this CRF's own marginals,
+        summed over words, mean over the batch (the scale of `nll`)."""
+        log_p = self.log_marginals(emissions, mask)
+        return -(targets * log_p * mask[..., None]).sum((1, 2)).mean()
+
+    def log_marginals(self, emissions, mask) -> torch.Tensor:
+        """(B, N, C) log p(y_i = c) by forward-backward in torch (gradients flow); padded positions are junk."""
+        e, m, crf = emissions.float(), mask.bool(), self.crf
+        b, n, c = e.shape
+        lengths = m.sum(1)
+        alphas = [crf.start_transitions + e[:, 0]]
+        for i in range(1, n):  # alpha stops changing after a sequence's last word
+            step = torch.logsumexp(alphas[-1][:, :, None] + crf.transitions, 1) + e[:, i]
+            alphas.append(torch.where(m[:, i, None], step, alphas[-1]))
+        end = crf.end_transitions.expand(b, c)
+        betas = [end]
+        for i in range(n - 2, -1, -1):  # beta is the end score at and after a sequence's last word
+            step = torch.logsumexp(crf.transitions + (e[:, i + 1] + betas[0])[:, None, :], 2)
+            betas.insert(0, torch.where((i + 1 < lengths)[:, None], step, end))
+        alpha, beta = torch.stack(alphas, 1), torch.stack(betas, 1)
+        log_z = torch.logsumexp(alphas[-1] + crf.end_transitions, 1)
+        return alpha + beta - log_z[:, None, None]
 
     # Inference runs in NumPy (float64) on the CPU: the recursions are a Python loop over word positions, and on
     # (batch, 11, 11) arrays a NumPy op costs ~1 us where a torch op costs ~10 us (2.5 -> 0.4 ms per tweet).

@@ -17,6 +17,7 @@ from .backbones import load_tokenizer
 from .configuration_itjner import ITJNERConfig, TrainConfig
 from .data import Tweet, read_conll
 from .batching import collate, to_device
+from .distillation import soft_targets, teacher_marginals
 from .distributed import barrier, mean_across, world
 from .images import ImageReport, read_image_bytes
 from .metrics import entity_scores, format_scores
@@ -73,12 +74,15 @@ def evaluate_tweets(predictor: Predictor, tweets: list[Tweet], images_dir=None, 
 
 class Trainer:
     def __init__(self, model_cfg: ITJNERConfig, train_cfg: TrainConfig, out: str | Path, images_dir=None,
-                 device=None, random_init=False, cache_dir=None, caption_source=None, log=print, init_from=None):
-        """init_from: a checkpoint folder to fine-tune (its config replaces `model_cfg`)."""
+                 device=None, random_init=False, cache_dir=None, caption_source=None, log=print, init_from=None,
+                 teacher=None):
+        """init_from: a checkpoint folder to fine-tune (its config replaces `model_cfg`); teacher: a checkpoint whose
+        CRF marginals on the training tweets are soft targets (weight `train_cfg.distil_weight`)."""
         seed_everything(train_cfg.seed)
         if init_from is not None:
             model_cfg = ITJNERConfig.load(init_from)
         self.model_cfg, self.cfg, self.out, self.images_dir, self.log = model_cfg, train_cfg, Path(out), images_dir, log
+        self.teacher = teacher
         self.device = default_device(device)
         self.tokenizer = load_tokenizer(model_cfg.text_encoder)
         if init_from is not None:
@@ -111,6 +115,10 @@ class Trainer:
 
     def fit(self, train: list[Tweet], dev: list[Tweet]) -> dict:
         examples = self.examples(train, "train")
+        if self.teacher is not None:
+            marginals = teacher_marginals(self.teacher, train, self.images_dir, self.device)
+            for ex, marg in zip(examples, marginals):
+                ex.soft_targets = soft_targets(marg, ex.labels, self.model_cfg.num_labels)
         steps_per_epoch = math.ceil(len(examples) / self.cfg.batch_size)
         optimizer = torch.optim.AdamW(param_groups(self.model, self.cfg), fused=self.device.type in ("cpu", "cuda"))
         scheduler = linear_schedule(optimizer, steps_per_epoch * self.cfg.epochs, self.cfg.warmup)
@@ -144,7 +152,12 @@ class Trainer:
         for chunk in bar:
             mine = chunk[self.rank::self.world] or chunk[:1]
             batch = to_device(collate(mine, self.model_cfg), self.device)
-            loss = self.net(batch, labels=batch["labels"]).loss
+            out = self.net(batch, labels=batch["labels"])
+            loss = out.loss
+            if "soft_targets" in batch:
+                w = self.cfg.distil_weight
+                kd = self.model.decoder.soft_target_loss(out.emissions, out.word_mask, batch["soft_targets"])
+                loss = (1 - w) * loss + w * kd
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
@@ -188,13 +201,15 @@ def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=Fal
 
 def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out: str | Path, images_dir=None,
           device=None, random_init=False, limit: int | None = None, test: bool = True, cache_dir=None,
-          caption_source=None, log=print, init_from=None, add_train=(), dev=None, allow_dev_is_train=False) -> dict:
-    """init_from: fine-tune this checkpoint (its architecture); add_train/dev/allow_dev_is_train: `load_splits`."""
+          caption_source=None, log=print, init_from=None, add_train=(), dev=None, allow_dev_is_train=False,
+          teacher=None) -> dict:
+    """init_from: fine-tune this checkpoint (its architecture); add_train/dev/allow_dev_is_train: `load_splits`;
+    teacher: distil from this checkpoint (`Trainer`)."""
     train_tweets, dev_tweets, test_path = load_splits(data, add_train, dev, limit, allow_dev_is_train, log)
     if init_from is not None:
         model_cfg = ITJNERConfig.load(init_from)
     trainer = Trainer(model_cfg, train_cfg, out, images_dir, device, random_init, cache_dir, caption_source, log,
-                      init_from=init_from)
+                      init_from=init_from, teacher=teacher)
     log(f"training {model_cfg.preset} ({model_cfg.modalities()}) on {len(train_tweets)} tweets, dev {len(dev_tweets)}")
     started = time.time()
     result = trainer.fit(train_tweets, dev_tweets)
@@ -209,7 +224,7 @@ def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out
     card = {"preset": model_cfg.preset, "data": str(data), "images": str(images_dir) if images_dir else None,
             "modalities": model_cfg.modalities(), "seed": train_cfg.seed, "train": asdict(train_cfg),
             "limit": limit, "init_from": str(init_from) if init_from else None,
-            "add_train": [str(p) for p in add_train or ()], "dev": result["best_dev"], "test": result.get("test"),
+            "add_train": [str(p) for p in add_train or ()], "teacher": str(teacher) if teacher else None, "dev": result["best_dev"], "test": result.get("test"),
             "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
     ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
     Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
