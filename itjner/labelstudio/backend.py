@@ -208,33 +208,13 @@ def _authorised(header: str | None, user: str, password: str) -> bool:
 
 
 def create_app(backend: Backend, basic_auth: tuple[str, str] | None = None):
+    """The ML-backend HTTP API over `backend`. A bad request (LabelConfigError) answers 400 with its message."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     app = FastAPI(title="ITJNER ML backend", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if basic_auth and not _authorised(request.headers.get("authorization"), *basic_auth):
-            return JSONResponse({"error": "authentication required"}, status_code=401,
-                                headers={"WWW-Authenticate": 'Basic realm="itjner"'})
-        try:
-            return await call_next(request)
-        except Exception as err:  # never a bare 500 page: say what failed (no key is ever in these messages)
-            log.exception("request %s failed", request.url.path)
-            return JSONResponse({"error": f"{err.__class__.__name__}: {err}"}, status_code=500)
-
-    async def body(request: Request) -> dict:
-        try:
-            data = await request.json()
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            raise LabelConfigError("the request body must be a JSON object")
-        return data
-
-    def bad(err: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(err)}, status_code=400)
+    app.middleware("http")(_guard(basic_auth))
+    app.exception_handler(LabelConfigError)(lambda request, err: JSONResponse({"error": str(err)}, status_code=400))
 
     @app.get("/health")
     @app.get("/")
@@ -243,38 +223,28 @@ def create_app(backend: Backend, basic_auth: tuple[str, str] | None = None):
 
     @app.post("/setup")
     async def setup(request: Request):
-        try:
-            return backend.setup(await body(request))
-        except LabelConfigError as err:
-            return bad(err)
+        return backend.setup(await _body(request))
 
     @app.post("/predict")
     async def predict(request: Request):
         from starlette.concurrency import run_in_threadpool
 
-        try:
-            data = await body(request)
-            tasks = data.get("tasks") or []
-            if not isinstance(tasks, list):
-                raise LabelConfigError("'tasks' must be a list")
-            results = await run_in_threadpool(backend.predict, tasks, data.get("label_config") or "")
-        except LabelConfigError as err:
-            return bad(err)
+        data = await _body(request)
+        tasks = data.get("tasks") or []
+        if not isinstance(tasks, list):
+            raise LabelConfigError("'tasks' must be a list")
+        results = await run_in_threadpool(backend.predict, tasks, data.get("label_config") or "")
         return {"results": results, "model_version": backend.model_version}
 
     @app.post("/webhook")
     async def webhook(request: Request):
-        try:
-            return backend.webhook(await body(request))
-        except LabelConfigError as err:
-            return bad(err)
+        return backend.webhook(await _body(request))
 
     @app.post("/train")
     async def train(request: Request):
-        data = await body(request)
-        project = str(data.get("project") or "").split(".")[0]
+        project = str((await _body(request)).get("project") or "").split(".")[0]
         if not project.isdigit():
-            return bad(ValueError("'project' must be '<id>.<timestamp>'"))
+            raise LabelConfigError("'project' must be '<id>.<timestamp>'")
         return backend.train(int(project))
 
     @app.get("/versions")
@@ -283,6 +253,32 @@ def create_app(backend: Backend, basic_auth: tuple[str, str] | None = None):
 
     @app.post("/job_status")
     async def job_status(request: Request):
-        return backend.trainer.job_status(str((await body(request)).get("job")))
+        return backend.trainer.job_status(str((await _body(request)).get("job")))
 
     return app
+
+
+def _guard(basic_auth: tuple[str, str] | None):
+    """HTTP middleware: basic auth when configured, and a JSON error (never a bare 500 page) when a request fails."""
+    from fastapi.responses import JSONResponse
+
+    async def guard(request, call_next):
+        if basic_auth and not _authorised(request.headers.get("authorization"), *basic_auth):
+            return JSONResponse({"error": "authentication required"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Basic realm="itjner"'})
+        try:
+            return await call_next(request)
+        except Exception as err:  # say what failed (no key is ever in these messages)
+            log.exception("request %s failed", request.url.path)
+            return JSONResponse({"error": f"{err.__class__.__name__}: {err}"}, status_code=500)
+    return guard
+
+
+async def _body(request) -> dict:
+    try:
+        data = await request.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise LabelConfigError("the request body must be a JSON object")
+    return data

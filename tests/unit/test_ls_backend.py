@@ -65,6 +65,23 @@ def test_basic_auth_and_the_key_never_comes_back(client):
     assert "another host" in health and KEY not in health and KEY not in resp.text and KEY not in setup.text
 
 
+def test_bad_requests_get_400_with_the_reason_and_failures_a_json_500(client, monkeypatch):
+    post = lambda path, **kw: client.post(path, headers=_auth(), **kw)
+    assert post("/predict", content=b"not json").json() == {"error": "the request body must be a JSON object"}
+    assert post("/predict", content=b"not json").status_code == 400
+    resp = post("/predict", json={"tasks": "nope"})
+    assert resp.status_code == 400 and resp.json()["error"] == "'tasks' must be a list"
+    resp = post("/train", json={"project": "x"})
+    assert resp.status_code == 400 and "'project' must be" in resp.json()["error"]
+    resp = post("/setup", json={"project": "1.1", "schema": "<View><Text name='t' value='$text'/></View>"})
+    assert resp.status_code == 400 and "Labels" in resp.json()["error"]
+    from itjner.labelstudio import backend as module
+
+    monkeypatch.setattr(module.Backend, "versions", lambda self: 1 / 0)
+    resp = client.get("/versions", headers=_auth())
+    assert resp.status_code == 500 and resp.json() == {"error": "ZeroDivisionError: division by zero"}
+
+
 def test_annotation_events_start_a_training_above_the_threshold(tmp_path, tiny_config, monkeypatch):
     import torch
     from fastapi.testclient import TestClient
