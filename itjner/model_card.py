@@ -30,6 +30,8 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         f"FFN width of the multimodal blocks {config.fusion_ffn_mult}×",
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
+    ] + ([f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as soft "
+          f"targets, weight {card.get('train', {}).get('distil_weight')})"] if card.get("teacher") else []) + [
         f"- seed: {card.get('seed')}; training: `{card.get('train')}`",
         "",
         "| split | P | R | F1 |",

@@ -70,3 +70,4 @@ def test_training_with_a_teacher_computes_its_marginals_once_and_records_it(tmp_
 
     card = json.loads((tmp_path / "s2" / "card.json").read_text())
     assert card["teacher"] == str(tmp_path / "teacher") and card["train"]["distil_weight"] == 0.7
+    assert "distilled from teacher" in (tmp_path / "s2" / "README.md").read_text()
