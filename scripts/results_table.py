@@ -1,4 +1,6 @@
 """Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for the README.
+Runs trained with --no-test and evaluated afterwards (`itjner evaluate RUN --split test --json RUN/test.json`) are
+read from that test.json. One row per dataset, preset, modalities and teacher.
 
     .venv/bin/python scripts/results_table.py runs/t17/lite-s* runs/t15/lite-s*
 """
@@ -14,17 +16,20 @@ def main(paths: list[str]) -> None:
     for p in paths:
         card = json.loads(Path(p, "card.json").read_text())
         metrics = json.loads(Path(p, "metrics.json").read_text())
-        groups[(Path(card["data"]).name, card["modalities"])].append((card, metrics))
-    print("| data | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (data, modalities), runs in sorted(groups.items()):
+        if metrics.get("test") is None:
+            metrics["test"] = json.loads(Path(p, "test.json").read_text())
+        model = card["preset"] + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
+        groups[(Path(card["data"]).name, model, card["modalities"])].append((card, metrics))
+    print("| data | model | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (data, model, modalities), runs in sorted(groups.items()):
         def ms(values):
             return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
         test = [m["test"]["overall"] for _, m in runs]
         dev = [m["best_dev"]["overall"]["f1"] for _, m in runs]
         epoch_s = [s for c, _ in runs for s in c["epoch_seconds"]]
         seeds = ",".join(str(c["seed"]) for c, _ in runs)
-        print(f"| {data} | {modalities} | {seeds} | {ms([t['precision'] for t in test])} | "
+        print(f"| {data} | {model} | {modalities} | {seeds} | {ms([t['precision'] for t in test])} | "
               f"{ms([t['recall'] for t in test])} | {ms([t['f1'] for t in test])} | {ms(dev)} | "
               f"{statistics.median(epoch_s):.0f} |")
 
