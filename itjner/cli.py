@@ -15,7 +15,7 @@ from .configuration_itjner import PRESETS
 # Commands with their own parser in their own module: `itjner NAME ...` hands the rest of the line to MODULE.main.
 DELEGATED = {
     "app": ("itjner.app", "start the Gradio demo (same as `python app.py`)"),
-    "caption": ("itjner.captioning.train", "train / evaluate / run the region-attention captioner"),
+    "caption": ("itjner.captioning.cli", "train / evaluate / run the region-attention captioner"),
     "toyworld": ("itjner.toyworld", "the toy world only the image can solve: generate data, run the experiment"),
 }
 

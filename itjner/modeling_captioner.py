@@ -270,7 +270,7 @@ class CaptionModel(nn.Module):
             seqs, seq_alphas = [k[1] for k in keep], [k[2] for k in keep]
             words = torch.tensor(next_words, device=feats.device)
             scores = torch.tensor(next_scores, device=feats.device)
-        if not finished:  # cannot happen with the forced <end> above; kept for safety
+        if not finished:  # only with NaN scores (NaN features or weights): topk need not pick the forced <end>
             finished = [(scores[0].item(), seqs[0], seq_alphas[0])]
         score, seq, al = max(finished, key=rank)
         return self._caption(seq, torch.stack(al), score, max_len)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import torch
 
-from itjner.captioning.train import (generate_captions, load_features, nearest_neighbour_captions, read_captions,
-                            read_image_list, references_by_image, select_images, tags_captions)
+from itjner.captioning.anchors import nearest_neighbour_captions, tags_captions
+from itjner.captioning.data import read_captions, read_image_list, references_by_image, select_images
+from itjner.captioning.training import generate_captions, load_features
 from itjner.caption_metrics import METRICS, format_scores, score_captions
 from itjner.modeling_captioner import CaptionModel
 

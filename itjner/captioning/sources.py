@@ -12,8 +12,6 @@
 
 `make_caption_source(spec)` builds one; `source.caption(images=..., image_ids=..., features=..., given=...)` returns a
 `CaptionResult` per image. An image-derived caption of a missing image is "" (the NER model masks the caption path).
-`cache_captions` computes a split's captions once into a JSONL file keyed by image content, since captions never
-change while the NER model trains.
 
 Cost of `tags` on CPU (this project's 2-core machine, 640x480 photo, preprocessing included, median): from pixels
 ~20-30 ms per image (2 threads, idle machine), 42-70 ms (1 thread while another job kept the cores busy; 2 threads
@@ -45,13 +43,6 @@ class CaptionResult:
     attention: list[list[float]] | None = None
     details: dict | None = None
 
-    def to_dict(self) -> dict:
-        return {"caption": self.text, "attention": self.attention, "details": self.details}
-
-    @classmethod
-    def from_dict(cls, row: dict) -> "CaptionResult":
-        return cls(row["caption"], row.get("attention"), row.get("details"))
-
 
 class CaptionSource:
     """Base class. `feature_backbone` names the image backbone whose region features `caption` can take instead of
@@ -61,11 +52,6 @@ class CaptionSource:
     spec: str = ""
     feature_backbone: str | None = None
     reads_images: bool = True
-
-    @property
-    def cache_id(self) -> str:
-        """What a cached caption must match to be reused (the spec, unless a source knows better)."""
-        return self.spec
 
     def caption(self, images: Sequence | None = None, image_ids: Sequence[str] | None = None,
                 features: Sequence[torch.Tensor | None] | None = None,
@@ -133,11 +119,6 @@ class LstmCaptionSource(_FeatureCaptioner):
             raise CaptionSourceUnavailable(f"{checkpoint}: trained on {self.model.config.feature_dim}-d features but "
                                            f"backbone {name} gives {self.backbone.channels}-d")
         self.spec, self.beam = f"lstm:{checkpoint}", beam
-        self.weights_hash = _file_hash(Path(checkpoint) / "model.safetensors")
-
-    @property
-    def cache_id(self) -> str:  # retraining into the same folder must not reuse old captions
-        return f"lstm:{self.weights_hash}:beam{self.beam or self.model.config.beam}"
 
     def caption(self, images=None, image_ids=None, features=None, given=None) -> list[CaptionResult]:
         n = _count(images, image_ids, features, given)
@@ -199,12 +180,6 @@ class TagsCaptionSource(_FeatureCaptioner):
                 chosen.append((label, round(p, 4)))
         text = tags_text([c[0] for c in chosen])
         return CaptionResult(text, None, {"labels": [list(c) for c in chosen]})
-
-
-def _file_hash(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def short_label(imagenet_label: str) -> str:
@@ -349,78 +324,3 @@ def make_caption_source(spec: str, image_backbone=None) -> CaptionSource:
         return HfCaptionSource(arg)
     raise ValueError(f"unknown caption source {spec!r}; expected {SPEC_HELP}")
 
-
-# -------------------------------------------------------------------------------------------------------- cache
-def cache_captions(source: CaptionSource, tweets, images_dir, path: str | Path, feature_store=None,
-                   batch_size: int = 32, progress: bool = True) -> list[CaptionResult]:
-    """Captions for a split's tweets (anything with `.image_id`), computed once and kept in a JSONL file.
-
-    Lines are `{"key", "source", "caption", "attention", "details"}`, keyed by the sha256 of the image bytes and
-    the source's `cache_id` (spec plus, for `lstm:`, a hash of the weights), so a rerun, or another split sharing
-    images, only computes what is new. A `feature_store` of the source's backbone lets it reuse cached features.
-    Missing or unreadable images get "" and are not cached. Sources that do not read images (`given`) are cheap
-    and are not cached."""
-    from tqdm.auto import tqdm
-
-    from ..images import read_image_bytes, sha256
-
-    image_ids = [str(t.image_id) for t in tweets]
-    if not source.reads_images:
-        return source.caption(image_ids=image_ids)
-    blobs = [read_image_bytes(images_dir, image_id) for image_id in image_ids]
-    keys = [sha256(b) if b is not None else None for b in blobs]
-    path = Path(path)
-    cached = _read_cache(path, source.cache_id)
-    todo, seen = [], set()  # first tweet of each image not yet cached
-    for i, key in enumerate(keys):
-        if key is not None and key not in cached and key not in seen:
-            seen.add(key)
-            todo.append(i)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        for start in tqdm(range(0, len(todo), batch_size), desc=f"captions ({source.spec})", disable=not progress):
-            chunk = todo[start:start + batch_size]
-            for i, result in zip(chunk, _caption_blobs(source, [blobs[i] for i in chunk], feature_store)):
-                if result is None:
-                    continue  # unreadable image: caption "", not cached
-                cached[keys[i]] = result
-                row = {"key": keys[i], "source": source.cache_id, **result.to_dict()}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return [cached.get(k, CaptionResult(MISSING)) if k is not None else CaptionResult(MISSING) for k in keys]
-
-
-def _caption_blobs(source: CaptionSource, blobs: list[bytes], feature_store=None) -> list[CaptionResult | None]:
-    """Captions of image bytes; None where the bytes are not a usable image (the source is not asked)."""
-    from ..images import ImageError, decode_image
-
-    if feature_store is not None and feature_store.backbone.name == source.feature_backbone:
-        inputs, _ = feature_store.features_for_bytes(blobs)
-    else:
-        inputs = []
-        for data in blobs:
-            try:
-                inputs.append(decode_image(data))
-            except ImageError:
-                inputs.append(None)
-    usable = [i for i, x in enumerate(inputs) if x is not None]
-    results: list[CaptionResult | None] = [None] * len(blobs)
-    if usable:
-        chosen = [inputs[i] for i in usable]
-        key = "features" if isinstance(chosen[0], torch.Tensor) else "images"
-        for i, result in zip(usable, source.caption(**{key: chosen})):
-            results[i] = result
-    return results
-
-
-def _read_cache(path: Path, cache_id: str) -> dict[str, CaptionResult]:
-    cached: dict[str, CaptionResult] = {}
-    if not path.is_file():
-        return cached
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line from an interrupted run
-        if row.get("source") == cache_id:
-            cached[row["key"]] = CaptionResult.from_dict(row)
-    return cached

@@ -1,9 +1,8 @@
 """Caption sources behind one spec string: tags (real EfficientNet-Lite0 classifier), given text, a trained LSTM
-captioner checkpoint, transformers models (offline: the error, and a tiny random BLIP folder), and the JSONL cache."""
+captioner checkpoint, transformers models (offline: the error, and a tiny random BLIP folder)."""
 from __future__ import annotations
 
 import io
-import json
 import time
 
 import pytest
@@ -11,10 +10,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from itjner.backbones import imagenet_labels, load_image_backbone
-from itjner.captioning.train import CaptionPair, TrainOptions, train_captioner
+from itjner.captioning.data import CaptionPair
 from itjner.captioning.sources import (CaptionResult, CaptionSourceUnavailable, GivenCaptionSource, TagsCaptionSource,
-                                    cache_captions, make_caption_source, short_label, tags_text)
-from itjner.data import Tweet
+                                    make_caption_source, short_label, tags_text)
+from itjner.captioning.training import TrainOptions, train_captioner
 from itjner.images import FeatureStore
 
 
@@ -218,36 +217,3 @@ def test_hf_local_folder_runs(offline, tmp_path):
     text, missing = source.caption(images=[shape("red", (0, 0, 90, 90)).resize((64, 48)), None])
     assert isinstance(text, CaptionResult) and text.text.strip() and missing.text == ""
 
-
-# ----------------------------------------------------------------------------------------------------------- cache
-def test_cache_captions_once_per_image(lite, lstm_checkpoint, tmp_path, monkeypatch):
-    out, scenes = lstm_checkpoint
-    images_dir = tmp_path / "images"
-    images_dir.mkdir()
-    first, second = list(scenes.values())[:2]
-    (images_dir / "1.jpg").write_bytes(jpeg(first))
-    (images_dir / "2.jpg").write_bytes(jpeg(first))       # same bytes, another tweet
-    (images_dir / "3.jpg").write_bytes(jpeg(second))
-    (images_dir / "4.jpg").write_bytes(b"not an image")
-    tweets = [Tweet(str(i), ["w"]) for i in (1, 2, 3, 4, 5)]  # 5: no file
-    source = make_caption_source(f"lstm:{out}", image_backbone=lite)
-    store = FeatureStore(lite, tmp_path / "features")
-    cache = tmp_path / "captions" / "train.jsonl"
-    results = cache_captions(source, tweets, images_dir, cache, feature_store=store, progress=False)
-    expected = [list(scenes)[0], list(scenes)[0], list(scenes)[1], "", ""]
-    assert [r.text for r in results] == expected
-    lines = [json.loads(line) for line in cache.read_text().splitlines()]
-    assert len(lines) == 2 and {row["source"] for row in lines} == {source.cache_id}
-    assert len(list(store.dir.glob("*.pt"))) == 2  # features came through the shared store
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("cached captions were recomputed")
-
-    monkeypatch.setattr(source, "caption", must_not_run)
-    again = cache_captions(source, tweets, images_dir, cache, progress=False)
-    assert [r.text for r in again] == expected and again[0].attention == results[0].attention
-
-    tags = make_caption_source("tags:0.05", image_backbone=lite)  # another source: its own entries
-    tagged = cache_captions(tags, tweets, images_dir, cache, progress=False)
-    assert tagged[0].text.startswith("a photo of") and tagged[3].text == "" and tagged[4].text == ""
-    assert len(cache.read_text().splitlines()) == 4

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from itjner.captioning.train import CaptionPair, load_features, main, read_captions, selection_key, split_by_image
+from itjner.captioning.cli import main
+from itjner.captioning.data import CaptionPair, read_captions, split_by_image
+from itjner.captioning.training import load_features, selection_key
 from itjner.caption_metrics import score_captions
 from itjner.modeling_captioner import CaptionModel, Vocabulary, tokenize
 

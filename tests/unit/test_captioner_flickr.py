@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from itjner.captioning.train import (CaptionPair, main, read_captions, read_image_list, references_by_image, select_images)
+from itjner.captioning.cli import main
+from itjner.captioning.data import CaptionPair, read_captions, read_image_list, references_by_image, select_images
 from itjner.caption_metrics import CiderDReward, score_captions
 from itjner.modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary
 
