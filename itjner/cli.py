@@ -27,7 +27,7 @@ def cmd_train(args) -> int:
     model_cfg, train_cfg = preset(args.preset)
     model_cfg = model_cfg.with_ablation(args.no_caption, args.no_gate, args.no_image_text, args.text_only)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed",
-                                                 "distil_weight")
+                                                 "distil_weight", "distil_temperature")
                  if getattr(args, k) is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.caption_query:
@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--teacher", metavar="CHECKPOINT",
                    help="distil: this trained checkpoint's CRF marginals on the training tweets are soft targets")
     t.add_argument("--distil-weight", type=float, help="weight of the teacher's soft targets (default 0.5)")
+    t.add_argument("--distil-temperature", type=float,
+                   help="divide the teacher's scores by this before its marginals (default 1: as trained)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")

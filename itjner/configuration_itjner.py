@@ -85,6 +85,7 @@ class TrainConfig:
     warmup: float = 0.1       # fraction of steps with linear warm-up, then linear decay
     max_grad_norm: float = 1.0
     distil_weight: float = 0.5  # with a teacher: weight of its soft targets against the gold tags' NLL
+    distil_temperature: float = 1.0  # with a teacher: its scores are divided by this before its marginals
     seed: int = 1
 
 

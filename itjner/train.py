@@ -116,7 +116,8 @@ class Trainer:
     def fit(self, train: list[Tweet], dev: list[Tweet]) -> dict:
         examples = self.examples(train, "train")
         if self.teacher is not None:
-            marginals = teacher_marginals(self.teacher, train, self.images_dir, self.device)
+            marginals = teacher_marginals(self.teacher, train, self.images_dir, self.device,
+                                          temperature=self.cfg.distil_temperature)
             for ex, marg in zip(examples, marginals):
                 ex.soft_targets = soft_targets(marg, ex.labels, self.model_cfg.num_labels)
         steps_per_epoch = math.ceil(len(examples) / self.cfg.batch_size)

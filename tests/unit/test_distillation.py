@@ -71,3 +71,30 @@ def test_training_with_a_teacher_computes_its_marginals_once_and_records_it(tmp_
     card = json.loads((tmp_path / "s2" / "card.json").read_text())
     assert card["teacher"] == str(tmp_path / "teacher") and card["train"]["distil_weight"] == 0.7
     assert "distilled from teacher" in (tmp_path / "s2" / "README.md").read_text()
+
+
+def test_a_temperature_softens_the_marginals_and_keeps_the_best_path():
+    dec = random_crf(9, seed=11)
+    mask = torch.ones(4, 7, dtype=torch.bool)
+    emissions = torch.randn(4, 7, 9) * 4
+    sharp, soft = dec.marginals(emissions, mask), dec.marginals(emissions, mask, temperature=3.0)
+    entropy = lambda p: -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+    assert entropy(soft) > entropy(sharp) + 0.1
+    assert torch.allclose(soft.sum(-1), torch.ones(4, 7), atol=1e-5)
+    scaled = CRFScaled(dec, 3.0)
+    assert dec.decode(emissions, mask) == scaled.decode(emissions / 3.0, mask)
+
+
+class CRFScaled:
+    """The same CRF with every score divided by t: Viterbi must not change."""
+
+    def __init__(self, dec, t):
+        import copy
+
+        self.dec = copy.deepcopy(dec)
+        with torch.no_grad():
+            for p in self.dec.crf.parameters():
+                p.div_(t)
+
+    def decode(self, emissions, mask):
+        return self.dec.decode(emissions, mask)
