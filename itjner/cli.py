@@ -36,6 +36,8 @@ def cmd_train(args) -> int:
         model_cfg.word_shape = False
     if args.fusion_ffn_mult:
         model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
+    if args.dropout is not None:
+        model_cfg.dropout = args.dropout
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source, init_from=args.init_from, add_train=args.add_train or (),
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
                    help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")
     t.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
+    t.add_argument("--dropout", type=float, help="dropout of the new layers (default: the preset's, 0.1)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="text encoder learning rate")

@@ -28,14 +28,15 @@ def test_train_then_evaluate_reproduces_the_card(tmp_path):
     assert "overall" in ev.stdout and (tmp_path / "s.json").exists()
 
 
-def test_train_takes_the_fusion_ffn_width(tmp_path):
+def test_train_takes_the_fusion_ffn_width_and_dropout(tmp_path):
     import json
 
     out = tmp_path / "wide"
     proc = run("train", "--preset", "tiny", "--data", str((DATA / "twitter2017")), "--limit", "16", "--epochs", "1",
-               "--no-test", "--fusion-ffn-mult", "2", "--out", str(out))
+               "--no-test", "--fusion-ffn-mult", "2", "--dropout", "0.25", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads((out / "config.json").read_text())["fusion_ffn_mult"] == 2
+    config = json.loads((out / "config.json").read_text())
+    assert config["fusion_ffn_mult"] == 2 and config["dropout"] == 0.25
     assert "FFN width of the multimodal blocks 2×" in (out / "README.md").read_text()
 
 
