@@ -24,7 +24,9 @@ def main(paths: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for (data, model, modalities), runs in sorted(groups.items()):
         def ms(values):
-            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+            if len(values) == 1:
+                return f"{values[0]:.2f}"
+            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
         test = [m["test"]["overall"] for _, m in runs]
         dev = [m["best_dev"]["overall"]["f1"] for _, m in runs]
         epoch_s = [s for c, _ in runs for s in c["epoch_seconds"]]
