@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .data import LABEL2ID, Tweet, normalize_tag
-from .tokenization import encode_caption, encode_words
+from .tokenization import encode_caption, encode_words, subtoken_char_ids
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Example:
     image_feats: torch.Tensor | None  # (regions, C) or None when the image is missing/unusable
     caption_ids: list[int]
     soft_targets: np.ndarray | None = None  # (words, labels) a teacher's marginals (distillation.py)
+    char_ids: list[list[int]] | None = None  # per sub-token: its word's characters (config.char_cnn)
 
 
 def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, captions=None) -> list[Example]:
@@ -38,6 +39,7 @@ def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, cap
             truncated_words=enc.truncated_words, labels=labels,
             image_feats=image_feats[i] if image_feats is not None else None,
             caption_ids=encode_caption(tokenizer, caption, config.caption_max_length) if config.use_caption else [],
+            char_ids=subtoken_char_ids(tw.tokens, enc.word_index, len(enc.input_ids)) if config.char_cnn else None,
         ))
     return examples
 
@@ -45,6 +47,16 @@ def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, cap
 def _pad(rows: list[list[int]], value: int = 0, min_len: int = 1) -> torch.Tensor:
     width = max([len(r) for r in rows] + [min_len])
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _pad_chars(rows: list[list[list[int]]], length: int) -> torch.Tensor:
+    """(B, length, chars) character ids, zero-padded."""
+    width = max([len(c) for r in rows for c in r] + [1])
+    out = np.zeros((len(rows), length, width), dtype=np.int64)
+    for b, row in enumerate(rows):
+        for pos, chars in enumerate(row):
+            out[b, pos, :len(chars)] = chars
+    return torch.from_numpy(out)
 
 
 def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int = 49) -> dict:
@@ -56,6 +68,8 @@ def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int
         "word_index": _pad([e.word_index for e in examples]),
         "word_mask": _pad([[1] * len(e.word_index) for e in examples]).bool(),
     }
+    if config.char_cnn:
+        batch["char_ids"] = _pad_chars([e.char_ids for e in examples], batch["input_ids"].shape[1])
     if all(e.labels is not None for e in examples):
         batch["labels"] = _pad([e.labels for e in examples])
     if all(e.soft_targets is not None for e in examples):

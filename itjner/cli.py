@@ -34,6 +34,8 @@ def cmd_train(args) -> int:
         model_cfg.caption_query = args.caption_query
     if args.no_word_shape:
         model_cfg.word_shape = False
+    if args.char_cnn:
+        model_cfg.char_cnn = args.char_cnn
     if args.fusion_ffn_mult:
         model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
     if args.dropout is not None:
@@ -111,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("no-caption", "no-gate", "no-image-text", "text-only"):
         t.add_argument(f"--{flag}", action="store_true", help=f"ablation: {flag.replace('-', ' ')}")
     t.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
+    t.add_argument("--char-cnn", type=int, metavar="WIDTH",
+                   help="add a cased character CNN of this width per word to T (extension; off by default)")
     t.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
     t.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
                    help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")

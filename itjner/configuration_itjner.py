@@ -33,6 +33,7 @@ class ITJNERConfig:
     fusion_ffn_mult: int = 4
     aux_weight: float = 0.5                     # lambda: weight of the auxiliary text-only CRF loss on R
     word_shape: bool = False                    # extension: add a capitalisation-shape embedding (uncased encoders)
+    char_cnn: int = 0                           # extension: width of a cased character CNN per word (0 = off)
     freeze_text_encoder: bool = False           # keep the pretrained encoder fixed (not stored in checkpoints)
     caption_source: str = "tags"                # see caption_sources.py
     labels: list = field(default_factory=lambda: list(LABELS))

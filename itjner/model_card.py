@@ -27,7 +27,8 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         f"- switches: caption={config.use_caption}, gate={config.use_gate}, "
         f"image-aware text fusion={config.use_image_text_fusion}, caption query mode `{config.caption_query}`, "
         f"aux weight λ={config.aux_weight}, word-shape embedding={config.word_shape}, "
-        f"FFN width of the multimodal blocks {config.fusion_ffn_mult}×",
+        f"FFN width of the multimodal blocks {config.fusion_ffn_mult}×"
+        + (f", character CNN width {config.char_cnn}" if config.char_cnn else ""),
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
     ] + ([f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as soft "

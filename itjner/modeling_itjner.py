@@ -23,6 +23,7 @@ from .configuration_itjner import ITJNERConfig
 from .modeling_attention import SelfAttentionLayer
 from .modeling_crf import CRFDecoder
 from .modeling_fusion import CollaborativeInteraction, gather_positions
+from .tokenization import CHAR_VOCAB
 
 NUM_SHAPES = 6  # word shapes for the optional capitalisation embedding (tokenization.word_shape)
 # Padded sub-tokens above which tweet and caption get separate encoder calls (measured on the lite preset, 2-core
@@ -40,6 +41,27 @@ class ITJNEROutput:
     visual: torch.Tensor | None = None  # Q: (B, words, d), before the gate
 
 
+class CharacterFeatures(nn.Module):
+    """Extension (off in every preset): a cased character CNN over each word (embedding -> width-3 convolution ->
+    ReLU -> max over the word's characters), given to every sub-token of the word. Its output is concatenated to T
+    and mapped back to d by a linear layer whose T block is the identity, i.e. T + W_c c."""
+
+    def __init__(self, config: ITJNERConfig, char_dim: int = 32):
+        super().__init__()
+        self.embedding = nn.Embedding(CHAR_VOCAB, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, config.char_cnn, kernel_size=3, padding=1)
+        self.dropout = nn.Dropout(config.dropout)
+        self.projection = nn.Linear(config.char_cnn, config.hidden_size)
+
+    def forward(self, t, char_ids):
+        """t (B, L, d), char_ids (B, L, chars) -> T with its words' character features added in."""
+        b, length, chars = char_ids.shape
+        x = self.embedding(char_ids.view(b * length, chars)).transpose(1, 2)
+        h = torch.relu(self.conv(x)).masked_fill((char_ids.view(b * length, 1, chars) == 0), 0.0)
+        c = h.max(dim=2).values.view(b, length, -1)
+        return t + self.projection(self.dropout(c)).to(t.dtype)
+
+
 class TextFeatures(nn.Module):
     """Text encoder (ALBERT in the paper) -> T; self-attention -> R (eq. 6). Captions reuse `encode`: C, then O."""
 
@@ -48,6 +70,7 @@ class TextFeatures(nn.Module):
         self.encoder = encoder
         d = config.hidden_size
         self.shape_embedding = nn.Embedding(NUM_SHAPES, d) if config.word_shape else None
+        self.characters = CharacterFeatures(config) if config.char_cnn else None
         self.text_self_attention = SelfAttentionLayer(d, config.num_heads, config.dropout)
 
     def encode(self, *sequences):
@@ -65,10 +88,12 @@ class TextFeatures(nn.Module):
         parts = hidden.split([i.shape[0] for i, _ in sequences])
         return [h[:, :i.shape[1]] for h, (i, _) in zip(parts, sequences)]
 
-    def forward(self, t, attention_mask, shape_ids=None, need_weights=True):
+    def forward(self, t, attention_mask, shape_ids=None, need_weights=True, char_ids=None):
         """T (encoder states of the tweet) -> R."""
         if self.shape_embedding is not None and shape_ids is not None:
             t = t + self.shape_embedding(shape_ids)
+        if self.characters is not None and char_ids is not None:
+            t = self.characters(t, char_ids)
         return self.text_self_attention(t, attention_mask.bool(), need_weights)
 
 
@@ -135,7 +160,8 @@ class ITJNERModel(nn.Module):
         if with_caption:
             sequences.append((batch["caption_ids"], batch["caption_mask"]))
         hidden = self.text.encode(*sequences)
-        r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"), output_attentions)
+        r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"), output_attentions,
+                              batch.get("char_ids"))
         attn = {"R": r_attn}
         o = o_mask = has_caption = None
         if with_caption:

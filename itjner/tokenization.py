@@ -27,6 +27,26 @@ def word_shape(word: str) -> int:
     return SHAPES.index("mixed")
 
 
+CHAR_VOCAB = 256   # character ids: 0 padding, 1..254 the code point, 255 everything beyond Latin-1 (emoji, CJK)
+MAX_CHARS = 20     # characters read per word (the rest are cut)
+
+
+def char_ids(word: str) -> list[int]:
+    """A word's characters as ids, case kept (the cue an uncased encoder cannot see): at least one id per word."""
+    return [1 + min(ord(ch), CHAR_VOCAB - 2) for ch in word[:MAX_CHARS]] or [CHAR_VOCAB - 1]
+
+
+def subtoken_char_ids(words: list[str], word_index: list[int], length: int) -> list[list[int]]:
+    """Per sub-token position of an encoded tweet: its word's character ids ([CLS]/[SEP]: none)."""
+    rows = [[] for _ in range(length)]
+    ends = word_index[1:] + [length - 1]
+    for word, start, end in zip(words, word_index, ends):
+        chars = char_ids(word)
+        for pos in range(start, end):
+            rows[pos] = chars
+    return rows
+
+
 @dataclass
 class Encoded:
     input_ids: list[int]

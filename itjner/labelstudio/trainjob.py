@@ -45,7 +45,9 @@ class JobSpec:
 
 def run_job(spec: JobSpec) -> None:
     """The child process: writes `<workdir>/result.json`; an exception leaves no result (the parent says so)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from ..runtime import prepare
+
+    prepare()
     from ..data import read_conll, write_conll
     from ..predict import Predictor
     from ..train import evaluate_tweets, train

@@ -240,3 +240,41 @@ def test_crf_numpy_inference_matches_pytorch_crf_on_a_ragged_batch():
     assert dec.decode(emissions, mask) == dec.crf.decode(emissions, mask=mask)
     marg = dec.marginals(emissions, mask)
     assert torch.allclose(marg.sum(-1), mask.float(), atol=1e-5)
+
+
+def test_subtoken_char_ids_give_every_piece_its_word_with_case_kept(tiny_tokenizer):
+    from itjner.tokenization import CHAR_VOCAB, char_ids, encode_words, subtoken_char_ids
+
+    words = ["Durant", "unbelievably", "⚾"]
+    enc = encode_words(tiny_tokenizer, words, 64)
+    rows = subtoken_char_ids(words, enc.word_index, len(enc.input_ids))
+    assert len(rows) == len(enc.input_ids) and rows[0] == [] and rows[-1] == []
+    for i, word in enumerate(words):
+        end = enc.word_index[i + 1] if i + 1 < len(words) else len(enc.input_ids) - 1
+        assert all(rows[p] == char_ids(word) for p in range(enc.word_index[i], end))
+    assert char_ids("Durant") != char_ids("durant")
+    assert char_ids("⚾") == [CHAR_VOCAB - 1] and len(char_ids("x" * 100)) == 20
+
+
+def test_char_cnn_sees_case_that_the_uncased_encoder_cannot(tiny_config, tiny_tokenizer, tmp_path):
+    """With the word-shape embedding off, "Apple" and "apple" are the same to the uncased encoder; the character CNN
+    tells them apart, survives save/load, and a tweet's output does not depend on the padding of its batch."""
+    def emissions(model, cfg, tweets):
+        with torch.no_grad():
+            return model(collate(build_examples(tweets, tiny_tokenizer, cfg), cfg)).emissions
+
+    upper, lower = Tweet("u", ["Apple", "stock", "rises"]), Tweet("l", ["apple", "stock", "rises"])
+    long = Tweet("x", ["a", "much", "longer", "tweet", "with", "Extraordinarily", "long", "words"])
+    plain = replace(tiny_config, word_shape=False, use_image=False, use_caption=False)
+    model = model_for(plain)
+    assert torch.allclose(emissions(model, plain, [upper]), emissions(model, plain, [lower]))
+    cfg = replace(plain, char_cnn=16)
+    model = model_for(cfg)
+    assert not torch.allclose(emissions(model, cfg, [upper]), emissions(model, cfg, [lower]))
+    alone = emissions(model, cfg, [upper])[0]
+    padded = emissions(model, cfg, [upper, long])[0, :3]
+    assert torch.allclose(alone, padded, atol=1e-5)
+    model.save_pretrained(tmp_path / "ckpt")
+    again = ITJNERModel.from_pretrained(tmp_path / "ckpt")
+    assert again.config.char_cnn == 16
+    assert torch.allclose(emissions(again, cfg, [upper]), alone, atol=1e-6)
