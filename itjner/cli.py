@@ -84,11 +84,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict_files import predict_file
+    from .predict_files import done_indices, predict_file
 
     predictor = get_predictor(args.checkpoint, args.device, args.precision)
     n = predict_file(predictor, args.data, args.out, args.images, batch_size=args.batch_size)
-    print(f"tagged {n} tweet(s) into {args.out}")
+    kept = len(done_indices(Path(args.out))) - n
+    print(f"tagged {n} tweet(s) into {args.out}" + (f" ({kept} already there were kept)" if kept > 0 else ""))
     return 0
 
 
