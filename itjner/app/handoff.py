@@ -36,8 +36,11 @@ def send_to_label_studio(pred: Prediction, image_bytes: bytes | None, corrected:
     same = sorted(e.key() for e in corrected) == sorted(e.key() for e in pred.entities)
     task = task_from_prediction(pred, image_bytes, model_version, correction=None if same else corrected)
     box = outbox if outbox is not None else Outbox()
-    box.enqueue(task, project_id)
     what = "the prediction" if same else "your correction"
+    if box.status_of(box.enqueue(task, project_id)) == "sent":
+        head = f"{what[0].upper()}{what[1:]} is already in project {project_id}: not sent again."
+        rest = flush_outbox(box, url, api_key, timeout) if box.pending_count() else ""
+        return _scrub(f"{head} {rest}".strip(), api_key, os.environ.get("LABEL_STUDIO_API_KEY"))
     return _scrub(f"Queued {what}. " + flush_outbox(box, url, api_key, timeout), api_key,
                   os.environ.get("LABEL_STUDIO_API_KEY"))
 

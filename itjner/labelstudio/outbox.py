@@ -104,6 +104,12 @@ class Outbox:
             row = con.execute("SELECT id FROM outbox WHERE project = ? AND key = ?", (int(project), key)).fetchone()
         return int(row[0])
 
+    def status_of(self, item_id: int) -> str | None:
+        """'pending' or 'sent' for an item id from `enqueue` (None if there is no such item)."""
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT status FROM outbox WHERE id = ?", (int(item_id),)).fetchone()
+        return row[0] if row else None
+
     def pending_count(self) -> int:
         with closing(self._connect()) as con:
             return con.execute("SELECT COUNT(*) FROM outbox WHERE status = 'pending'").fetchone()[0]

@@ -31,10 +31,11 @@ def test_app_correction_lands_on_the_pushed_task_exactly_once(ls_server, ls_clie
     ls_client.push_tasks(ls_project, task_format.build_tasks([pred], None, "m-1"))
     box = Outbox(tmp_path / "box")
     first = [Entity(3, 5, "PER"), Entity(6, 7, "LOC")]  # the model also tagged @JohnSmith
-    for _ in range(2):  # the user presses "Send" twice: one annotation
-        msg = handoff.send_to_label_studio(pred, None, first, "m-1", ls_project, ls_server.url, ls_server.token,
-                                           outbox=box)
-        assert ls_server.token not in msg
+    msgs = [handoff.send_to_label_studio(pred, None, first, "m-1", ls_project, ls_server.url, ls_server.token,
+                                         outbox=box) for _ in range(2)]  # "Send" pressed twice: one annotation
+    assert all(ls_server.token not in msg for msg in msgs)
+    assert msgs[0].startswith("Queued your correction. Sent to Label Studio"), msgs[0]
+    assert msgs[1] == f"Your correction is already in project {ls_project}: not sent again.", msgs[1]
     (task,) = _tasks(ls_client, ls_project)
     assert len(task["annotations"]) == 1 and len(task["predictions"]) == 1
     # a correction whose answer was lost: the annotation exists, the outbox item is still pending
