@@ -171,7 +171,9 @@ class PredictService:
 
     def predict_tokens(self, tokens: list[str], image: ImageInput, caption_override: str | None = None,
                        checkpoint: str | None = None, caption_source: str | None = None,
-                       image_id: str = "app") -> PredictResult:
+                       image_id: str | None = None) -> PredictResult:
+        """image_id: the tweet's image id; by default one of the photo's content ("app-<12 hex>", or "app" without a
+        photo), so tweets sent from the app keep their own image in Label Studio and in `pull --images`."""
         predictor = self.predictor(checkpoint, caption_source)
         folder, spec = self.resolve(checkpoint), self.caption_spec(caption_source)
         override = (caption_override or "").strip() or None
@@ -180,7 +182,9 @@ class PredictService:
         blob = image.data if image.problem is None else None
         from ..images import sha256
 
-        key = (folder, spec, sha256(blob) if blob else None, tuple(tokens), override)
+        digest = sha256(blob) if blob else None
+        image_id = image_id or (f"app-{digest[:12]}" if digest else "app")
+        key = (folder, spec, digest, tuple(tokens), override, image_id)
         notes = override_notes(predictor.config, spec, override)
         with self._recent_lock:
             recent = self._recent.get(key)

@@ -212,3 +212,31 @@ def test_local_files_images_instead_of_base64(ls_server, ls_client, ls_project, 
     assert len(json.dumps(first["data"])) < 1000
     resp = httpx.get(ls_server.url + first["data"]["image"], headers={"Authorization": f"Token {ls_server.token}"})
     assert resp.status_code == 200 and resp.content == big
+
+
+def test_app_tweets_with_one_text_and_two_photos_keep_their_own_tasks_and_images(ls_server, ls_client, ls_project,
+                                                                                  tmp_path_factory, tmp_path,
+                                                                                  monkeypatch):
+    """The app names a tweet's image by its content: two photos sent with the same text are two tasks, and
+    `pull --images` writes both photos (they all used to be IMGID "app", one task and one app.jpg)."""
+    from fixtures.app_checkpoints import tiny_checkpoint_dir
+    from itjner.app.service import PredictService
+
+    service = PredictService(tiny_checkpoint_dir(tmp_path_factory), "cpu", cache_dir=tmp_path / "features")
+    box, sent = Outbox(tmp_path / "box"), {}
+    for name, blob in (("red", jpeg_bytes((200, 30, 30))), ("blue", jpeg_bytes((30, 30, 200)))):
+        (tmp_path / f"{name}.jpg").write_bytes(blob)
+        res = service.predict("Obama visits Paris", str(tmp_path / f"{name}.jpg"))
+        sent[res.prediction.tweet.image_id] = res.image.data
+        handoff.send_to_label_studio(res.prediction, res.image.data, [Entity(0, 1, "PER")], "m-1", ls_project,
+                                     ls_server.url, ls_server.token, outbox=box)
+    assert len(sent) == 2 and all(key.startswith("app-") for key in sent)
+    assert service.predict("Obama visits Paris", str(tmp_path / "red.jpg")).prediction.tweet.image_id in sent
+    assert len(_tasks(ls_client, ls_project)) == 2
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls_server.token)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = _cli(None).parse_args(["labelstudio", "pull", "--url", ls_server.url, "--project", str(ls_project),
+                                  "--out", str(out / "c.txt"), "--images", str(out / "img")])
+    assert args.func(args) == 0
+    assert {p.stem: p.read_bytes() for p in (out / "img").iterdir()} == sent
