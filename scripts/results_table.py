@@ -14,6 +14,9 @@ from pathlib import Path
 def main(paths: list[str]) -> None:
     groups = defaultdict(list)
     for p in paths:
+        if not Path(p, "card.json").is_file():
+            print(f"skipping {p}: not a trained run (no card.json)", file=sys.stderr)
+            continue
         card = json.loads(Path(p, "card.json").read_text())
         metrics = json.loads(Path(p, "metrics.json").read_text())
         if metrics.get("test") is None:
