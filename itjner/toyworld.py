@@ -235,7 +235,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "generate":
         sizes = tuple(int(x) for x in args.sizes.split(","))
-        print(f"wrote {generate(args.out, sizes, args.related_fraction, args.seed, args.decoys)}")
+        out = generate(args.out, sizes, args.related_fraction, args.seed, args.decoys)
+        print(f"wrote {out}: {' / '.join(map(str, sizes))} train / valid / test tweets with their images "
+              f"(seed {args.seed}; the same seed writes the same files)")
     else:
         results = experiment(args.data, args.out, args.variants.split(","), args.epochs, args.seed)
         Path(args.out, "grounding.json").write_text(json.dumps(results, indent=2) + "\n")
