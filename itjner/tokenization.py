@@ -27,7 +27,7 @@ def word_shape(word: str) -> int:
     return SHAPES.index("mixed")
 
 
-CHAR_VOCAB = 256   # character ids: 0 padding, 1..254 the code point, 255 everything beyond Latin-1 (emoji, CJK)
+CHAR_VOCAB = 256   # character ids: 0 padding, 1..254 code points 0..253, 255 everything from 254 on (emoji, CJK)
 MAX_CHARS = 20     # characters read per word (the rest are cut)
 
 
