@@ -10,14 +10,16 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from itjner.checkpoints import is_checkpoint, load_card
+
 
 def main(paths: list[str]) -> None:
     groups = defaultdict(list)
     for p in paths:
-        if not Path(p, "card.json").is_file():
-            print(f"skipping {p}: not a trained run (no card.json)", file=sys.stderr)
+        if not is_checkpoint(p):
+            print(f"skipping {p}: not a checkpoint", file=sys.stderr)
             continue
-        card = json.loads(Path(p, "card.json").read_text())
+        card = load_card(p)
         metrics = json.loads(Path(p, "metrics.json").read_text())
         if metrics.get("test") is None:
             metrics["test"] = json.loads(Path(p, "test.json").read_text())

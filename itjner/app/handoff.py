@@ -39,10 +39,10 @@ def send_to_label_studio(pred: Prediction, image_bytes: bytes | None, corrected:
     what = "the prediction" if same else "your correction"
     if box.status_of(box.enqueue(task, project_id)) == "sent":
         head = f"{what[0].upper()}{what[1:]} is already in project {project_id}: not sent again."
-        rest = flush_outbox(box, url, api_key, timeout) if box.pending_count() else ""
-        return _scrub(f"{head} {rest}".strip(), api_key, os.environ.get("LABEL_STUDIO_API_KEY"))
-    return _scrub(f"Queued {what}. " + flush_outbox(box, url, api_key, timeout), api_key,
-                  os.environ.get("LABEL_STUDIO_API_KEY"))
+        msg = f"{head} {flush_outbox(box, url, api_key, timeout)}" if box.pending_count() else head
+    else:
+        msg = f"Queued {what}. " + flush_outbox(box, url, api_key, timeout)
+    return _scrub(msg, api_key, os.environ.get("LABEL_STUDIO_API_KEY"))
 
 
 def flush_outbox(box=None, url: str | None = None, api_key: str | None = None, timeout: float = 10.0) -> str:
