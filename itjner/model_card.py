@@ -11,6 +11,14 @@ def _row(name: str, scores: dict | None) -> str:
     return f"| {name} | {s['precision']:.2f} | {s['recall']:.2f} | {s['f1']:.2f} |"
 
 
+def _training_data_lines(card: dict) -> list[str]:
+    """What it trained on beyond the dataset's own train split (`train --add-train`), and how many tweets in all."""
+    lines = [f"- more training tweets from `{extra}`" for extra in card.get("add_train") or ()]
+    if card.get("train_tweets"):
+        lines.append(f"- trained on {card['train_tweets']} tweets in all")
+    return lines
+
+
 def write_model_card(folder: str | Path, config, card: dict) -> None:
     image_note = ("The image branch is part of this model." if config.use_image else
                   "**Trained without images: the image does not influence its predictions.**")
@@ -31,7 +39,7 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         + (f", character CNN width {config.char_cnn}" if config.char_cnn else ""),
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
-    ] + ([f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as soft "
+    ] + _training_data_lines(card) + ([f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as soft "
           f"targets, weight {card.get('train', {}).get('distil_weight')})"] if card.get("teacher") else []) + [
         f"- seed: {card.get('seed')}; training: `{card.get('train')}`",
         "",

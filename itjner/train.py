@@ -181,8 +181,11 @@ def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=Fal
     train_path = split_path(data, "train")
     dev_path = Path(dev) if dev else split_path(data, "dev")
     train_tweets = read_conll(train_path)[:limit]
+    log(f"train: {len(train_tweets)} tweets from {train_path}")
     for extra in add_train or ():
-        train_tweets += read_conll(extra)
+        more = read_conll(extra)
+        log(f"train: + {len(more)} tweets from {extra}")
+        train_tweets += more
     dev_tweets = read_conll(dev_path)[:limit]
     shared = {_key(t) for t in train_tweets} & {_key(t) for t in dev_tweets}
     if dev_path.resolve() == train_path.resolve() or shared:
@@ -225,7 +228,8 @@ def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out
     card = {"preset": model_cfg.preset, "data": str(data), "images": str(images_dir) if images_dir else None,
             "modalities": model_cfg.modalities(), "seed": train_cfg.seed, "train": asdict(train_cfg),
             "limit": limit, "init_from": str(init_from) if init_from else None,
-            "add_train": [str(p) for p in add_train or ()], "teacher": str(teacher) if teacher else None, "dev": result["best_dev"], "test": result.get("test"),
+            "add_train": [str(p) for p in add_train or ()], "train_tweets": len(train_tweets),
+            "teacher": str(teacher) if teacher else None, "dev": result["best_dev"], "test": result.get("test"),
             "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
     ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
     Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

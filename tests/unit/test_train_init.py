@@ -60,3 +60,6 @@ def test_fine_tunes_a_checkpoint_on_a_base_split_plus_the_pulled_file(tmp_path):
     assert any("on 24 tweets, dev 8" in line for line in logs)
     card = json.loads((tmp_path / "out" / "card.json").read_text())
     assert card["init_from"] == str(tmp_path / "start") and card["add_train"] == [str(pulled)]
+    assert card["train_tweets"] == 24 and any(f"+ 8 tweets from {pulled}" in line for line in logs)
+    readme = (tmp_path / "out" / "README.md").read_text()  # the model card says what data it saw
+    assert f"more training tweets from `{pulled}`" in readme and "trained on 24 tweets in all" in readme
