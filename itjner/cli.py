@@ -27,7 +27,7 @@ def cmd_train(args) -> int:
     model_cfg, train_cfg = preset(args.preset)
     model_cfg = model_cfg.with_ablation(args.no_caption, args.no_gate, args.no_image_text, args.text_only)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed",
-                                                 "distil_weight", "distil_temperature")
+                                                 "distil_weight", "distil_temperature", "ema")
                  if getattr(args, k) is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.caption_query:
@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="text encoder learning rate")
     t.add_argument("--head-lr", type=float, help="learning rate of the new layers")
     t.add_argument("--crf-lr", type=float)
+    t.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights (e.g. 0.995; default off)")
     t.add_argument("--warmup", type=float)
     t.add_argument("--seed", type=int)
     t.add_argument("--limit", type=int, help="use only the first N tweets of each split (smoke tests)")

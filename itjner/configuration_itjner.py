@@ -87,6 +87,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     distil_weight: float = 0.5  # with a teacher: weight of its soft targets against the gold tags' NLL
     distil_temperature: float = 1.0  # with a teacher: its scores are divided by this before its marginals
+    ema: float = 0.0          # decay of the weight average used for dev and the checkpoint (0 = off, raw weights)
     seed: int = 1
 
 

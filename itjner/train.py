@@ -6,6 +6,7 @@ import json
 import math
 import random
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -67,6 +68,38 @@ def linear_schedule(optimizer, total: int, warmup: float):
         optimizer, lambda step: min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm))))
 
 
+class WeightAverage:
+    """An exponential moving average of the trainable weights (Polyak averaging), `train --ema DECAY`: after each
+    step shadow <- d * shadow + (1 - d) * weights, with d = min(DECAY, (1 + n) / (10 + n)) after n steps so that the
+    first steps are not averaged with the initial weights for long. Dev is evaluated, and the checkpoint saved, with
+    the averaged weights in place (`applied`); training goes on from the raw ones."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay, self.steps = decay, 0
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
+
+    @contextmanager
+    def applied(self):
+        raw = [p.detach().clone() for p in self.params]
+        self._copy(self.shadow)
+        try:
+            yield
+        finally:
+            self._copy(raw)
+
+    @torch.no_grad()
+    def _copy(self, values) -> None:
+        for p, v in zip(self.params, values):
+            p.copy_(v)
+
+
 def evaluate_tweets(predictor: Predictor, tweets: list[Tweet], images_dir=None, progress=True, report=None) -> dict:
     preds = predictor.predict(tweets, images_dir=images_dir, progress=progress, report=report)
     return entity_scores([t.tags for t in tweets], [p.tags for p in preds])
@@ -124,24 +157,31 @@ class Trainer:
         optimizer = torch.optim.AdamW(param_groups(self.model, self.cfg), fused=self.device.type in ("cpu", "cuda"))
         scheduler = linear_schedule(optimizer, steps_per_epoch * self.cfg.epochs, self.cfg.warmup)
         rng = random.Random(self.cfg.seed)
+        self.average = WeightAverage(self.model, self.cfg.ema) if self.cfg.ema else None
         best = -1.0
         for epoch in range(1, self.cfg.epochs + 1):
             started = time.time()
             loss = self.run_epoch(examples, optimizer, scheduler, rng, epoch)
-            if self.rank == 0:
-                scores = evaluate_tweets(self.predictor, dev, self.images_dir, progress=True)
-                row = {"epoch": epoch, "train_loss": loss, "dev": scores["overall"],
-                       "epoch_seconds": time.time() - started}
-                self.history.append(row)
-                self.log(f"epoch {epoch}: loss {loss:.4f}  dev P {scores['overall']['precision']:.2f} "
-                         f"R {scores['overall']['recall']:.2f} F1 {scores['overall']['f1']:.2f}  "
-                         f"({row['epoch_seconds']:.0f} s)")
-                if scores["overall"]["f1"] > best:
-                    best = scores["overall"]["f1"]
-                    self.best_dev = scores
-                    self.model.save_pretrained(self.out)
+            with self.average.applied() if self.average else nullcontext():
+                best = self.end_epoch(epoch, loss, dev, started, best)
             barrier()
         return {"best_dev": getattr(self, "best_dev", None), "history": self.history}
+
+    def end_epoch(self, epoch: int, loss: float, dev: list[Tweet], started: float, best: float) -> float:
+        """Evaluate dev (rank 0), log the epoch, save the model if dev F1 is the best so far; returns the best."""
+        if self.rank == 0:
+            scores = evaluate_tweets(self.predictor, dev, self.images_dir, progress=True)
+            row = {"epoch": epoch, "train_loss": loss, "dev": scores["overall"],
+                   "epoch_seconds": time.time() - started}
+            self.history.append(row)
+            self.log(f"epoch {epoch}: loss {loss:.4f}  dev P {scores['overall']['precision']:.2f} "
+                     f"R {scores['overall']['recall']:.2f} F1 {scores['overall']['f1']:.2f}  "
+                     f"({row['epoch_seconds']:.0f} s)")
+            if scores["overall"]["f1"] > best:
+                best = scores["overall"]["f1"]
+                self.best_dev = scores
+                self.model.save_pretrained(self.out)
+        return best
 
     def run_epoch(self, examples, optimizer, scheduler, rng, epoch) -> float:
         self.model.train()
@@ -164,6 +204,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
+            if self.average:
+                self.average.update()
             step_loss = mean_across(loss.item())
             total += step_loss
             bar.set_postfix(loss=f"{step_loss:.3f}")

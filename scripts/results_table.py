@@ -1,6 +1,6 @@
 """Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for the README.
 Runs trained with --no-test and evaluated afterwards (`itjner evaluate RUN --split test --json RUN/test.json`) are
-read from that test.json. One row per dataset, preset, modalities and teacher.
+read from that test.json. One row per dataset, preset, extra training files, modalities and teacher.
 
     .venv/bin/python scripts/results_table.py runs/t17/lite-s* runs/t15/lite-s*
 """
@@ -23,7 +23,9 @@ def main(paths: list[str]) -> None:
         metrics = json.loads(Path(p, "metrics.json").read_text())
         if metrics.get("test") is None:
             metrics["test"] = json.loads(Path(p, "test.json").read_text())
-        model = card["preset"] + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
+        model = card["preset"] + "".join(f" + {Path(extra).parent.name}/{Path(extra).name}"
+                                         for extra in card.get("add_train") or ())
+        model += f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else ""
         groups[(Path(card["data"]).name, model, card["modalities"])].append((card, metrics))
     print("| data | model | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
