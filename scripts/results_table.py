@@ -1,6 +1,7 @@
 """Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for the README.
 Runs trained with --no-test and evaluated afterwards (`itjner evaluate RUN --split test --json RUN/test.json`) are
-read from that test.json. One row per dataset, preset, extra training files, modalities and teacher.
+read from that test.json. One row per dataset, preset with the training settings it changed, extra training files,
+modalities and teacher; a run without test figures shows "–" for them.
 
     .venv/bin/python scripts/results_table.py runs/t17/lite-s* runs/t15/lite-s*
 """
@@ -8,9 +9,23 @@ import json
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 from itjner.checkpoints import is_checkpoint, load_card
+from itjner.configuration_itjner import preset
+
+
+def _model(card: dict) -> str:
+    """The preset, then what the run changed: training settings that differ from the preset's (seed aside), extra
+    training files, a teacher."""
+    defaults = asdict(preset(card["preset"])[1])
+    ignored = {"seed"} | ({"distil_weight", "distil_temperature"} if not card.get("teacher") else set())
+    changed = [f"{k}={v}" for k, v in sorted(card.get("train", {}).items())
+               if k not in ignored and k in defaults and v != defaults[k]]
+    model = card["preset"] + (f" ({', '.join(changed)})" if changed else "")
+    model += "".join(f" + {Path(extra).parent.name}/{Path(extra).name}" for extra in card.get("add_train") or ())
+    return model + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
 
 
 def main(paths: list[str]) -> None:
@@ -21,20 +36,19 @@ def main(paths: list[str]) -> None:
             continue
         card = load_card(p)
         metrics = json.loads(Path(p, "metrics.json").read_text())
-        if metrics.get("test") is None:
+        if metrics.get("test") is None and Path(p, "test.json").is_file():
             metrics["test"] = json.loads(Path(p, "test.json").read_text())
-        model = card["preset"] + "".join(f" + {Path(extra).parent.name}/{Path(extra).name}"
-                                         for extra in card.get("add_train") or ())
-        model += f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else ""
-        groups[(Path(card["data"]).name, model, card["modalities"])].append((card, metrics))
+        groups[(Path(card["data"]).name, _model(card), card["modalities"])].append((card, metrics))
     print("| data | model | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (data, model, modalities), runs in sorted(groups.items()):
         def ms(values):
+            if not values:
+                return "–"
             if len(values) == 1:
                 return f"{values[0]:.2f}"
             return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-        test = [m["test"]["overall"] for _, m in runs]
+        test = [m["test"]["overall"] for _, m in runs if m.get("test")]  # dev-only runs (--no-test) show "–"
         dev = [m["best_dev"]["overall"]["f1"] for _, m in runs]
         epoch_s = [s for c, _ in runs for s in c["epoch_seconds"]]
         seeds = ",".join(str(c["seed"]) for c, _ in runs)

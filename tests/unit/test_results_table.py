@@ -1,0 +1,35 @@
+"""scripts/results_table.py, the README's results table: one row per recipe, dev-only runs shown without test."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+from fixtures.paths import DATA, REPO
+
+
+def test_rows_name_what_a_run_changed_and_dev_only_runs_have_no_test_figures(tmp_path):
+    from itjner.configuration_itjner import preset
+    from itjner.train import train
+
+    model_cfg, train_cfg = preset("tiny")
+    model_cfg = model_cfg.with_ablation(text_only=True)
+    quiet = dict(random_init=True, limit=16, log=lambda *_: None)
+    for seed in (1, 2):
+        train(model_cfg, replace(train_cfg, epochs=1, seed=seed), DATA / "twitter2017", tmp_path / f"plain-s{seed}",
+              **quiet)
+    train(model_cfg, replace(train_cfg, epochs=1, ema=0.9), DATA / "twitter2017", tmp_path / "ema-s1", test=False,
+          **quiet)
+    (tmp_path / "notes").mkdir()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), *sorted(map(str,
+                          tmp_path.iterdir()))], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| twitter2017")]
+    assert len(rows) == 2, proc.stdout
+    ema = next(r for r in rows if "| tiny (ema=0.9, epochs=1) |" in r)
+    assert "| 1 | – | – | – |" in ema  # trained with --no-test: no test figures, and none made up
+    plain = next(r for r in rows if "| tiny (epochs=1) |" in r)  # seeds differ, the recipe does not
+    assert "| 1,2 |" in plain and plain.count("±") == 4  # test P, R, F1 and dev F1 over the two seeds
+    assert "skipping" in proc.stderr and "notes" in proc.stderr
