@@ -12,10 +12,14 @@ def _row(name: str, scores: dict | None) -> str:
 
 
 def _training_data_lines(card: dict) -> list[str]:
-    """What it trained on beyond the dataset's own train split (`train --add-train`), and how many tweets in all."""
+    """What it learnt from beyond the dataset's own train split: extra files (`train --add-train`), how many tweets
+    in all, a teacher (`train --teacher`)."""
     lines = [f"- more training tweets from `{extra}`" for extra in card.get("add_train") or ()]
     if card.get("train_tweets"):
         lines.append(f"- trained on {card['train_tweets']} tweets in all")
+    if card.get("teacher"):
+        lines.append(f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as "
+                     f"soft targets, weight {card.get('train', {}).get('distil_weight')})")
     return lines
 
 
@@ -39,8 +43,7 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         + (f", character CNN width {config.char_cnn}" if config.char_cnn else ""),
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
-    ] + _training_data_lines(card) + ([f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as soft "
-          f"targets, weight {card.get('train', {}).get('distil_weight')})"] if card.get("teacher") else []) + [
+    ] + _training_data_lines(card) + [
         f"- seed: {card.get('seed')}; training: `{card.get('train')}`",
         "",
         "| split | P | R | F1 |",
