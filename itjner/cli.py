@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate and save an exponential moving average of the weights (e.g. 0.995; default off)")
     t.add_argument("--warmup", type=float)
     t.add_argument("--seed", type=int)
-    t.add_argument("--limit", type=int, help="use only the first N tweets of each split (smoke tests)")
+    t.add_argument("--limit", type=int,
+                   help="use only the first N tweets of each split and --add-train file (smoke tests)")
     t.add_argument("--no-test", action="store_true", help="do not evaluate the test split at the end")
     t.add_argument("--random-init", action="store_true", help="random backbone weights (tests, benchmarks)")
     t.add_argument("--device")

@@ -61,5 +61,9 @@ def test_fine_tunes_a_checkpoint_on_a_base_split_plus_the_pulled_file(tmp_path):
     card = json.loads((tmp_path / "out" / "card.json").read_text())
     assert card["init_from"] == str(tmp_path / "start") and card["add_train"] == [str(pulled)]
     assert card["train_tweets"] == 24 and any(f"+ 8 tweets from {pulled}" in line for line in logs)
+    from itjner.train import load_splits
+
+    train_tweets, _, _ = load_splits(folder, [pulled], limit=4, log=logs.append)  # a smoke test cuts every file
+    assert len(train_tweets) == 8 and f"train: + 4 tweets from {pulled}" in logs
     readme = (tmp_path / "out" / "README.md").read_text()  # the model card says what data it saw
     assert f"more training tweets from `{pulled}`" in readme and "trained on 24 tweets in all" in readme
