@@ -100,54 +100,70 @@ def _add_precision(parser: argparse.ArgumentParser) -> None:
                              "CPU too (faster on CPUs with AVX512-BF16/AMX, may change a few tags)")
 
 
+def _add_train_parser(sub) -> None:
+    """`itjner train`: what to train on, the model's switches, the schedule, distillation."""
+    t = sub.add_parser("train", help="train on a Twitter CoNLL dataset folder (train/valid/test.txt)")
+    t.add_argument("--preset", default="lite", choices=sorted(PRESETS))
+    t.add_argument("--data", required=True, help="dataset folder, e.g. data/twitter2017")
+    t.add_argument("--images", help="folder with <IMGID>.jpg images (optional; missing images are masked)")
+    t.add_argument("--out", required=True, help="checkpoint folder to write")
+    _add_train_model_switches(t.add_argument_group("model switches"))
+    _add_train_schedule(t.add_argument_group("schedule"))
+    d = t.add_argument_group("data and starting point")
+    d.add_argument("--limit", type=int,
+                   help="use only the first N tweets of each split and --add-train file (smoke tests)")
+    d.add_argument("--no-test", action="store_true", help="do not evaluate the test split at the end")
+    d.add_argument("--random-init", action="store_true", help="random backbone weights (tests, benchmarks)")
+    d.add_argument("--device")
+    d.add_argument("--init-from", metavar="CHECKPOINT", help="fine-tune this checkpoint (its architecture and "
+                                                             "weights) instead of starting from the preset")
+    d.add_argument("--add-train", metavar="CONLL", action="append",
+                   help="also train on this file, e.g. `itjner labelstudio pull` output (repeatable)")
+    d.add_argument("--dev", metavar="CONLL", help="dev file instead of the dataset's valid.txt")
+    d.add_argument("--allow-dev-is-train", action="store_true",
+                   help="train even when the dev data is training data (refused otherwise)")
+    k = t.add_argument_group("distillation")
+    k.add_argument("--teacher", metavar="CHECKPOINT",
+                   help="distil: this trained checkpoint's CRF marginals on the training tweets are soft targets")
+    k.add_argument("--distil-weight", type=float, help="weight of the teacher's soft targets (default 0.5)")
+    k.add_argument("--distil-temperature", type=float,
+                   help="divide the teacher's scores by this before its marginals (default 1: as trained)")
+    t.set_defaults(func=cmd_train)
+
+
+def _add_train_model_switches(g) -> None:
+    for flag in ("no-caption", "no-gate", "no-image-text", "text-only"):
+        g.add_argument(f"--{flag}", action="store_true", help=f"ablation: {flag.replace('-', ' ')}")
+    g.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
+    g.add_argument("--char-cnn", type=int, metavar="WIDTH",
+                   help="add a cased character CNN of this width per word to T (extension; off by default)")
+    g.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
+    g.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
+                   help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")
+    g.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
+    g.add_argument("--dropout", type=float, help="dropout of the new layers (default: the preset's, 0.1)")
+
+
+def _add_train_schedule(g) -> None:
+    """Each flag overrides the preset's TrainConfig field of the same name."""
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="text encoder learning rate")
+    g.add_argument("--head-lr", type=float, help="learning rate of the new layers")
+    g.add_argument("--crf-lr", type=float)
+    g.add_argument("--ema", type=float, metavar="DECAY",
+                   help="evaluate and save an exponential moving average of the weights (e.g. 0.995; default off)")
+    g.add_argument("--warmup", type=float)
+    g.add_argument("--seed", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="itjner", description="ITJNER: image-text joint NER for tweets")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text + f" (itjner {name} --help)", add_help=False)
 
-    t = sub.add_parser("train", help="train on a Twitter CoNLL dataset folder (train/valid/test.txt)")
-    t.add_argument("--preset", default="lite", choices=sorted(PRESETS))
-    t.add_argument("--data", required=True, help="dataset folder, e.g. data/twitter2017")
-    t.add_argument("--images", help="folder with <IMGID>.jpg images (optional; missing images are masked)")
-    t.add_argument("--out", required=True, help="checkpoint folder to write")
-    for flag in ("no-caption", "no-gate", "no-image-text", "text-only"):
-        t.add_argument(f"--{flag}", action="store_true", help=f"ablation: {flag.replace('-', ' ')}")
-    t.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
-    t.add_argument("--char-cnn", type=int, metavar="WIDTH",
-                   help="add a cased character CNN of this width per word to T (extension; off by default)")
-    t.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
-    t.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
-                   help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")
-    t.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
-    t.add_argument("--dropout", type=float, help="dropout of the new layers (default: the preset's, 0.1)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="text encoder learning rate")
-    t.add_argument("--head-lr", type=float, help="learning rate of the new layers")
-    t.add_argument("--crf-lr", type=float)
-    t.add_argument("--ema", type=float, metavar="DECAY",
-                   help="evaluate and save an exponential moving average of the weights (e.g. 0.995; default off)")
-    t.add_argument("--warmup", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--limit", type=int,
-                   help="use only the first N tweets of each split and --add-train file (smoke tests)")
-    t.add_argument("--no-test", action="store_true", help="do not evaluate the test split at the end")
-    t.add_argument("--random-init", action="store_true", help="random backbone weights (tests, benchmarks)")
-    t.add_argument("--device")
-    t.add_argument("--init-from", metavar="CHECKPOINT", help="fine-tune this checkpoint (its architecture and "
-                                                             "weights) instead of starting from the preset")
-    t.add_argument("--add-train", metavar="CONLL", action="append",
-                   help="also train on this file, e.g. `itjner labelstudio pull` output (repeatable)")
-    t.add_argument("--dev", metavar="CONLL", help="dev file instead of the dataset's valid.txt")
-    t.add_argument("--allow-dev-is-train", action="store_true",
-                   help="train even when the dev data is training data (refused otherwise)")
-    t.add_argument("--teacher", metavar="CHECKPOINT",
-                   help="distil: this trained checkpoint's CRF marginals on the training tweets are soft targets")
-    t.add_argument("--distil-weight", type=float, help="weight of the teacher's soft targets (default 0.5)")
-    t.add_argument("--distil-temperature", type=float,
-                   help="divide the teacher's scores by this before its marginals (default 1: as trained)")
-    t.set_defaults(func=cmd_train)
+    _add_train_parser(sub)
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")
     e.add_argument("checkpoint")
