@@ -7,7 +7,7 @@ import importlib
 import json
 import shlex
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .configuration_itjner import PRESETS
@@ -26,9 +26,8 @@ def cmd_train(args) -> int:
 
     model_cfg, train_cfg = preset(args.preset)
     model_cfg = model_cfg.with_ablation(args.no_caption, args.no_gate, args.no_image_text, args.text_only)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "head_lr", "crf_lr", "warmup", "seed",
-                                                 "distil_weight", "distil_temperature", "ema")
-                 if getattr(args, k) is not None}
+    # every TrainConfig field that has a flag of the same name (--crf-lr -> crf_lr) and was given overrides the preset
+    overrides = {f.name: getattr(args, f.name) for f in fields(train_cfg) if getattr(args, f.name, None) is not None}
     train_cfg = replace(train_cfg, **overrides)
     if args.caption_query:
         model_cfg.caption_query = args.caption_query

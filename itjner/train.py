@@ -218,8 +218,9 @@ def _key(tweet: Tweet) -> tuple:
 
 def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=False, log=print):
     """(train, dev, test path or None). `add_train`: more CoNLL files (e.g. `itjner labelstudio pull` output)
-    joined to the training split (`limit` cuts each of them too); `dev`: a dev file instead of the dataset's. A dev split that is (or shares tweets
-    with) the training data is refused unless `allow_dev_is_train`, and then warned about loudly."""
+    joined to the training split (`limit` cuts each of them too); `dev`: a dev file instead of the dataset's. A dev
+    split that is (or shares tweets with) the training data is refused unless `allow_dev_is_train`, and then warned
+    about loudly."""
     train_path = split_path(data, "train")
     dev_path = Path(dev) if dev else split_path(data, "dev")
     train_tweets = read_conll(train_path)[:limit]

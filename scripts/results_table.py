@@ -28,6 +28,15 @@ def _model(card: dict) -> str:
     return model + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
 
 
+def ms(values: list[float]) -> str:
+    """Mean ± sd over seeds; one value as it is; none (a dev-only run's test) as "–"."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
 def main(paths: list[str]) -> None:
     groups = defaultdict(list)
     for p in paths:
@@ -42,12 +51,6 @@ def main(paths: list[str]) -> None:
     print("| data | model | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (data, model, modalities), runs in sorted(groups.items()):
-        def ms(values):
-            if not values:
-                return "–"
-            if len(values) == 1:
-                return f"{values[0]:.2f}"
-            return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
         test = [m["test"]["overall"] for _, m in runs if m.get("test")]  # dev-only runs (--no-test) show "–"
         dev = [m["best_dev"]["overall"]["f1"] for _, m in runs]
         epoch_s = [s for c, _ in runs for s in c["epoch_seconds"]]
