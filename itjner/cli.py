@@ -42,7 +42,8 @@ def cmd_train(args) -> int:
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source, init_from=args.init_from, add_train=args.add_train or (),
-                   dev=args.dev, allow_dev_is_train=args.allow_dev_is_train, teacher=args.teacher)
+                   dev=args.dev, allow_dev_is_train=args.allow_dev_is_train, teacher=args.teacher,
+                   unlabeled=args.unlabeled or ())
     if result.get("best_dev") is None:  # a non-zero torchrun rank: rank 0 saves and reports
         return 0
     _annotate_card(args.out, " ".join(shlex.quote(a) for a in ["itjner"] + sys.argv[1:]))
@@ -127,6 +128,9 @@ def _add_train_parser(sub) -> None:
     k.add_argument("--distil-weight", type=float, help="weight of the teacher's soft targets (default 0.5)")
     k.add_argument("--distil-temperature", type=float,
                    help="divide the teacher's scores by this before its marginals (default 1: as trained)")
+    k.add_argument("--unlabeled", metavar="CONLL", action="append",
+                   help="more training tweets whose tags are ignored: the teacher tags them and its marginals are "
+                        "their soft targets (repeatable; refused if they share a tweet with dev or test)")
     t.set_defaults(func=cmd_train)
 
 

@@ -3,10 +3,16 @@ a student, which minimises (1 - w) * NLL(gold tags) + w * CE(p_T, p_S) with p_S 
 (`CRFDecoder.soft_target_loss`). A temperature T > 1 softens the teacher's marginals (all its scores divided by T):
 on its own training tweets a teacher is nearly certain, and T shows its second choices. The teacher may use another
 tokenizer: targets are per word, and a word the
-teacher did not see (cut off by its length limit) gets its gold tag as a one-hot target."""
+teacher did not see (cut off by its length limit) gets its gold tag as a one-hot target.
+
+Tweets without gold tags (`train --unlabeled`) can join the training tweets: the teacher tags them (`teacher_tagged`,
+its Viterbi path stands in for the gold tags) and its marginals are their soft targets, so the student learns the
+teacher's reading of tweets the teacher never trained on."""
 from __future__ import annotations
 
 import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +49,24 @@ def teacher_marginals(teacher: str | Path, tweets: list[Tweet], images_dir=None,
     return marginals
 
 
-def _cache_path(teacher, tweets: list[Tweet], temperature: float) -> Path:
+def teacher_tagged(teacher: str | Path, tweets: list[Tweet], images_dir=None, device=None,
+                   cache_dir=None) -> list[Tweet]:
+    """The tweets with the teacher's tags (its Viterbi path) in place of their own; cached like the marginals."""
+    path = _cache_path(teacher, tweets, "viterbi", ".json")
+    if path.is_file():
+        tags = json.loads(path.read_text())
+    else:
+        predictor = Predictor.from_pretrained(teacher, device, cache_dir=cache_dir)
+        tags = [p.tags for p in predictor.predict(tweets, images_dir=images_dir, progress=True)]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(tags))
+    return [replace(t, tags=list(tag), meta={**t.meta, "tagged_by": str(teacher)}) for t, tag in zip(tweets, tags)]
+
+
+def _cache_path(teacher, tweets: list[Tweet], temperature: float | str, suffix: str = ".npz") -> Path:
     text = "\n".join(f"{t.image_id}\t{' '.join(t.tokens)}" for t in tweets)
     key = hashlib.sha1(f"{checkpoint_version(teacher)}\nT={temperature}\n{text}".encode()).hexdigest()[:16]
-    return default_cache_dir() / "teacher-marginals" / f"{key}.npz"
+    return default_cache_dir() / "teacher-marginals" / f"{key}{suffix}"
 
 
 def soft_targets(marginals: np.ndarray, labels: list[int], num_labels: int) -> np.ndarray:

@@ -20,6 +20,9 @@ def _training_data_lines(card: dict) -> list[str]:
     if card.get("teacher"):
         lines.append(f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as "
                      f"soft targets, weight {card.get('train', {}).get('distil_weight')})")
+    for path in card.get("unlabeled") or ():
+        lines.append(f"- more training tweets from `{path}` with their tags ignored: the teacher's tags and "
+                     "marginals stand in for them")
     return lines
 
 

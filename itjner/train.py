@@ -18,7 +18,7 @@ from .backbones import load_tokenizer
 from .configuration_itjner import ITJNERConfig, TrainConfig
 from .data import Tweet, read_conll
 from .batching import collate, to_device
-from .distillation import soft_targets, teacher_marginals
+from .distillation import soft_targets, teacher_marginals, teacher_tagged
 from .distributed import barrier, mean_across, world
 from .images import ImageReport, read_image_bytes
 from .metrics import entity_scores, format_scores
@@ -146,7 +146,10 @@ class Trainer:
                      "left out of training and predicted O")
         return examples
 
-    def fit(self, train: list[Tweet], dev: list[Tweet]) -> dict:
+    def fit(self, train: list[Tweet], dev: list[Tweet], unlabeled: list[Tweet] = ()) -> dict:
+        """unlabeled: tweets without gold tags; the teacher tags them and they join `train`."""
+        if unlabeled:
+            train = train + teacher_tagged(self.teacher, unlabeled, self.images_dir, self.device)
         examples = self.examples(train, "train")
         if self.teacher is not None:
             marginals = teacher_marginals(self.teacher, train, self.images_dir, self.device,
@@ -246,20 +249,39 @@ def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=Fal
     return train_tweets, dev_tweets, test_path
 
 
+def load_unlabeled(paths, dev_tweets: list[Tweet], test_path, limit=None, log=print) -> list[Tweet]:
+    """The tweets of `paths` (CoNLL; their tags are ignored), refused when they share a tweet with dev or test."""
+    tweets = []
+    for path in paths or ():
+        more = read_conll(path)[:limit]
+        log(f"unlabeled: {len(more)} tweets from {path} (the teacher tags them)")
+        tweets += more
+    held_out = dev_tweets + (read_conll(test_path) if test_path else [])
+    shared = {_key(t) for t in tweets} & {_key(t) for t in held_out}
+    if shared:
+        raise ValueError(f"{len(shared)} of the unlabeled tweets are dev or test tweets: the teacher's tags on them "
+                         "would leak the evaluation data into training")
+    return tweets
+
+
 def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out: str | Path, images_dir=None,
           device=None, random_init=False, limit: int | None = None, test: bool = True, cache_dir=None,
           caption_source=None, log=print, init_from=None, add_train=(), dev=None, allow_dev_is_train=False,
-          teacher=None) -> dict:
+          teacher=None, unlabeled=()) -> dict:
     """init_from: fine-tune this checkpoint (its architecture); add_train/dev/allow_dev_is_train: `load_splits`;
-    teacher: distil from this checkpoint (`Trainer`)."""
+    teacher: distil from this checkpoint (`Trainer`); unlabeled: CoNLL files the teacher tags for training."""
+    if unlabeled and teacher is None:
+        raise ValueError("unlabeled tweets need a teacher to tag them (--teacher CHECKPOINT)")
     train_tweets, dev_tweets, test_path = load_splits(data, add_train, dev, limit, allow_dev_is_train, log)
+    extra = load_unlabeled(unlabeled, dev_tweets, test_path, limit, log)
     if init_from is not None:
         model_cfg = ITJNERConfig.load(init_from)
     trainer = Trainer(model_cfg, train_cfg, out, images_dir, device, random_init, cache_dir, caption_source, log,
                       init_from=init_from, teacher=teacher)
-    log(f"training {model_cfg.preset} ({model_cfg.modalities()}) on {len(train_tweets)} tweets, dev {len(dev_tweets)}")
+    log(f"training {model_cfg.preset} ({model_cfg.modalities()}) on {len(train_tweets) + len(extra)} tweets, "
+        f"dev {len(dev_tweets)}")
     started = time.time()
-    result = trainer.fit(train_tweets, dev_tweets)
+    result = trainer.fit(train_tweets, dev_tweets, extra)
     result["train_seconds"] = time.time() - started
     if trainer.rank != 0:
         return result
@@ -272,7 +294,8 @@ def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out
             "modalities": model_cfg.modalities(), "seed": train_cfg.seed, "train": asdict(train_cfg),
             "limit": limit, "init_from": str(init_from) if init_from else None,
             "add_train": [str(p) for p in add_train or ()], "train_tweets": len(train_tweets),
-            "teacher": str(teacher) if teacher else None, "dev": result["best_dev"], "test": result.get("test"),
+            "teacher": str(teacher) if teacher else None, "unlabeled": [str(p) for p in unlabeled or ()],
+            "unlabeled_tweets": len(extra), "dev": result["best_dev"], "test": result.get("test"),
             "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
     ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
     Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -18,13 +18,14 @@ from itjner.configuration_itjner import preset
 
 def _model(card: dict) -> str:
     """The preset, then what the run changed: training settings that differ from the preset's (seed aside), extra
-    training files, a teacher."""
+    training files, untagged files (`--unlabeled`), a teacher."""
     defaults = asdict(preset(card["preset"])[1])
     ignored = {"seed"} | ({"distil_weight", "distil_temperature"} if not card.get("teacher") else set())
     changed = [f"{k}={v}" for k, v in sorted(card.get("train", {}).items())
                if k not in ignored and k in defaults and v != defaults[k]]
     model = card["preset"] + (f" ({', '.join(changed)})" if changed else "")
     model += "".join(f" + {Path(extra).parent.name}/{Path(extra).name}" for extra in card.get("add_train") or ())
+    model += "".join(f" + untagged {Path(extra).parent.name}/{Path(extra).name}" for extra in card.get("unlabeled") or ())
     return model + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
 
 

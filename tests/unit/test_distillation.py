@@ -98,3 +98,56 @@ class CRFScaled:
 
     def decode(self, emissions, mask):
         return self.dec.decode(emissions, mask)
+
+
+def _tiny_dataset(tmp_path, n=16):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    for name in ("train.txt", "valid.txt"):
+        write_conll(read_conll(DATA / "twitter2017" / name)[:n], folder / name)
+    return folder
+
+
+def test_unlabeled_tweets_are_tagged_by_the_teacher_and_join_training(tmp_path, monkeypatch):
+    from itjner.configuration_itjner import preset
+    from itjner.distillation import teacher_tagged
+    from itjner.predict import Predictor
+    from itjner.train import train
+
+    monkeypatch.setenv("ITJNER_CACHE", str(tmp_path / "cache"))
+    data = _tiny_dataset(tmp_path)
+    model_cfg, train_cfg = preset("tiny")
+    model_cfg, train_cfg = model_cfg.with_ablation(text_only=True), replace(train_cfg, epochs=1)
+    train(model_cfg, train_cfg, data, tmp_path / "teacher", random_init=True, test=False)
+    other = [replace(t, tags=["B-PER"] * len(t.tokens)) for t in read_conll(DATA / "twitter2015" / "train.txt")[:12]]
+    write_conll(other, tmp_path / "untagged.txt")
+
+    tagged = teacher_tagged(tmp_path / "teacher", other)
+    expected = [p.tags for p in Predictor.from_pretrained(tmp_path / "teacher").predict(other)]
+    assert [t.tags for t in tagged] == expected  # the teacher's tags, not the file's
+    assert [t.tokens for t in tagged] == [t.tokens for t in other]
+
+    logs = []
+    train(model_cfg, train_cfg, data, tmp_path / "student", random_init=True, test=False, log=logs.append,
+          teacher=tmp_path / "teacher", unlabeled=[tmp_path / "untagged.txt"])
+    assert any("on 28 tweets" in line for line in logs), logs  # 16 gold + 12 teacher-tagged
+    import json
+
+    card = json.loads((tmp_path / "student" / "card.json").read_text())
+    assert card["unlabeled"] == [str(tmp_path / "untagged.txt")] and card["unlabeled_tweets"] == 12
+    assert "tags ignored" in (tmp_path / "student" / "README.md").read_text()
+
+
+def test_unlabeled_tweets_need_a_teacher_and_may_not_be_dev_tweets(tmp_path):
+    from itjner.configuration_itjner import preset
+    from itjner.train import train
+
+    data = _tiny_dataset(tmp_path)
+    model_cfg, train_cfg = preset("tiny")
+    model_cfg = model_cfg.with_ablation(text_only=True)
+    with pytest.raises(ValueError, match="need a teacher"):
+        train(model_cfg, train_cfg, data, tmp_path / "s", random_init=True, unlabeled=[data / "valid.txt"])
+    with pytest.raises(ValueError, match="dev or test tweets"):
+        train(model_cfg, train_cfg, data, tmp_path / "s", random_init=True, teacher=tmp_path / "t",
+              unlabeled=[data / "valid.txt"])
+    assert not (tmp_path / "s").exists()
