@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from fixtures.paths import DATA, REPO
 
@@ -33,3 +33,17 @@ def test_rows_name_what_a_run_changed_and_dev_only_runs_have_no_test_figures(tmp
     plain = next(r for r in rows if "| tiny (epochs=1) |" in r)  # seeds differ, the recipe does not
     assert "| 1,2 |" in plain and plain.count("±") == 4  # test P, R, F1 and dev F1 over the two seeds
     assert "skipping" in proc.stderr and "notes" in proc.stderr
+
+
+def test_a_distilled_row_names_its_teacher_and_its_untagged_tweets():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_table", REPO / "scripts" / "results_table.py")
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    from itjner.configuration_itjner import preset
+
+    train = {**asdict(preset("lite")[1]), "epochs": 4, "seed": 3}
+    card = {"preset": "lite", "train": train, "teacher": "runs/t17/base-s1",
+            "unlabeled": ["data/twitter2015/train.txt"]}
+    assert table._model(card) == "lite (epochs=4) + untagged twitter2015/train.txt distilled from base-s1"
