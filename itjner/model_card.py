@@ -16,7 +16,9 @@ def _training_data_lines(card: dict) -> list[str]:
     in all, a teacher (`train --teacher`)."""
     lines = [f"- more training tweets from `{extra}`" for extra in card.get("add_train") or ()]
     if card.get("train_tweets"):
-        lines.append(f"- trained on {card['train_tweets']} tweets in all")
+        untagged = card.get("unlabeled_tweets") or 0
+        lines.append(f"- trained on {card['train_tweets'] + untagged} tweets in all"
+                     + (f", {untagged} of them tagged by the teacher" if untagged else ""))
     if card.get("teacher"):
         lines.append(f"- distilled from teacher `{card['teacher']}` (its CRF marginals on the same training tweets as "
                      f"soft targets, weight {card.get('train', {}).get('distil_weight')})")

@@ -135,7 +135,8 @@ def test_unlabeled_tweets_are_tagged_by_the_teacher_and_join_training(tmp_path, 
 
     card = json.loads((tmp_path / "student" / "card.json").read_text())
     assert card["unlabeled"] == [str(tmp_path / "untagged.txt")] and card["unlabeled_tweets"] == 12
-    assert "tags ignored" in (tmp_path / "student" / "README.md").read_text()
+    readme = (tmp_path / "student" / "README.md").read_text()
+    assert "tags ignored" in readme and "trained on 28 tweets in all, 12 of them tagged by the teacher" in readme
 
 
 def test_unlabeled_tweets_need_a_teacher_and_may_not_be_dev_tweets(tmp_path):
