@@ -60,7 +60,7 @@ def teacher_tagged(teacher: str | Path, tweets: list[Tweet], images_dir=None, de
         tags = [p.tags for p in predictor.predict(tweets, images_dir=images_dir, progress=True)]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(tags))
-    return [replace(t, tags=list(tag), meta={**t.meta, "tagged_by": str(teacher)}) for t, tag in zip(tweets, tags)]
+    return [replace(t, tags=list(tag)) for t, tag in zip(tweets, tags)]
 
 
 def _cache_path(teacher, tweets: list[Tweet], temperature: float | str, suffix: str = ".npz") -> Path:

@@ -219,6 +219,21 @@ def _key(tweet: Tweet) -> tuple:
     return (tweet.image_id, " ".join(tweet.tokens))
 
 
+def _shared(a: list[Tweet], b: list[Tweet]) -> set:
+    """The tweets (by image id and text) that are in both lists."""
+    return {_key(t) for t in a} & {_key(t) for t in b}
+
+
+def _read_files(paths, limit, log, message: str) -> list[Tweet]:
+    """The tweets of the CoNLL files `paths` (the first `limit` of each), logging `message` per file."""
+    tweets = []
+    for path in paths or ():
+        more = read_conll(path)[:limit]
+        log(message.format(n=len(more), path=path))
+        tweets += more
+    return tweets
+
+
 def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=False, log=print):
     """(train, dev, test path or None). `add_train`: more CoNLL files (e.g. `itjner labelstudio pull` output)
     joined to the training split (`limit` cuts each of them too); `dev`: a dev file instead of the dataset's. A dev
@@ -228,12 +243,9 @@ def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=Fal
     dev_path = Path(dev) if dev else split_path(data, "dev")
     train_tweets = read_conll(train_path)[:limit]
     log(f"train: {len(train_tweets)} tweets from {train_path}")
-    for extra in add_train or ():
-        more = read_conll(extra)[:limit]
-        log(f"train: + {len(more)} tweets from {extra}")
-        train_tweets += more
+    train_tweets += _read_files(add_train, limit, log, "train: + {n} tweets from {path}")
     dev_tweets = read_conll(dev_path)[:limit]
-    shared = {_key(t) for t in train_tweets} & {_key(t) for t in dev_tweets}
+    shared = _shared(train_tweets, dev_tweets)
     if dev_path.resolve() == train_path.resolve() or shared:
         msg = (f"the dev data ({dev_path}) is also training data ({len(shared)} of {len(dev_tweets)} dev tweets are "
                "in the training set): dev F1 and the best-epoch choice would measure memorisation. Give a dataset "
@@ -251,13 +263,8 @@ def load_splits(data, add_train=(), dev=None, limit=None, allow_dev_is_train=Fal
 
 def load_unlabeled(paths, dev_tweets: list[Tweet], test_path, limit=None, log=print) -> list[Tweet]:
     """The tweets of `paths` (CoNLL; their tags are ignored), refused when they share a tweet with dev or test."""
-    tweets = []
-    for path in paths or ():
-        more = read_conll(path)[:limit]
-        log(f"unlabeled: {len(more)} tweets from {path} (the teacher tags them)")
-        tweets += more
-    held_out = dev_tweets + (read_conll(test_path) if test_path else [])
-    shared = {_key(t) for t in tweets} & {_key(t) for t in held_out}
+    tweets = _read_files(paths, limit, log, "unlabeled: {n} tweets from {path} (the teacher tags them)")
+    shared = _shared(tweets, dev_tweets + (read_conll(test_path) if test_path else []))
     if shared:
         raise ValueError(f"{len(shared)} of the unlabeled tweets are dev or test tweets: the teacher's tags on them "
                          "would leak the evaluation data into training")

@@ -24,8 +24,8 @@ def _model(card: dict) -> str:
     changed = [f"{k}={v}" for k, v in sorted(card.get("train", {}).items())
                if k not in ignored and k in defaults and v != defaults[k]]
     model = card["preset"] + (f" ({', '.join(changed)})" if changed else "")
-    model += "".join(f" + {Path(extra).parent.name}/{Path(extra).name}" for extra in card.get("add_train") or ())
-    model += "".join(f" + untagged {Path(extra).parent.name}/{Path(extra).name}" for extra in card.get("unlabeled") or ())
+    for key, prefix in (("add_train", ""), ("unlabeled", "untagged ")):
+        model += "".join(f" + {prefix}{Path(f).parent.name}/{Path(f).name}" for f in card.get(key) or ())
     return model + (f" distilled from {Path(card['teacher']).name}" if card.get("teacher") else "")
 
 
