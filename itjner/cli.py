@@ -11,6 +11,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from .configuration_itjner import PRESETS
+from .word_tags import DEFAULT_PIPELINE
 
 # Commands with their own parser in their own module: `itjner NAME ...` hands the rest of the line to MODULE.main.
 DELEGATED = {
@@ -35,6 +36,10 @@ def cmd_train(args) -> int:
         model_cfg.word_shape = False
     if args.char_cnn:
         model_cfg.char_cnn = args.char_cnn
+    if args.word_tags:
+        from .word_tags import pipeline_labels
+
+        model_cfg.word_tags, model_cfg.word_tag_labels = args.word_tags, pipeline_labels(args.word_tags)
     if args.fusion_ffn_mult:
         model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
     if args.dropout is not None:
@@ -140,6 +145,9 @@ def _add_train_model_switches(g) -> None:
     g.add_argument("--no-word-shape", action="store_true", help="drop the capitalisation-shape embedding")
     g.add_argument("--char-cnn", type=int, metavar="WIDTH",
                    help="add a cased character CNN of this width per word to T (extension; off by default)")
+    g.add_argument("--word-tags", nargs="?", const=DEFAULT_PIPELINE, metavar="SPACY_PIPELINE",
+                   help="add embeddings of a spaCy pipeline's cased POS and entity tags per word to T (extension; "
+                        f"default pipeline {DEFAULT_PIPELINE}, `bash setup.sh --word-tags`)")
     g.add_argument("--caption-query", choices=["text", "caption"], help="how P is formed (see modeling_fusion)")
     g.add_argument("--fusion-ffn-mult", type=int, choices=[1, 2, 4],
                    help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")

@@ -34,6 +34,8 @@ class ITJNERConfig:
     aux_weight: float = 0.5                     # lambda: weight of the auxiliary text-only CRF loss on R
     word_shape: bool = False                    # extension: add a capitalisation-shape embedding (uncased encoders)
     char_cnn: int = 0                           # extension: width of a cased character CNN per word (0 = off)
+    word_tags: str = ""                         # extension: spaCy pipeline whose POS/entity tags are embedded ("" = off)
+    word_tag_labels: dict | None = None         # its label lists, stored so the ids never move (word_tags.py)
     freeze_text_encoder: bool = False           # keep the pretrained encoder fixed (not stored in checkpoints)
     caption_source: str = "tags"                # see caption_sources.py
     labels: list = field(default_factory=lambda: list(LABELS))

@@ -45,7 +45,8 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         f"image-aware text fusion={config.use_image_text_fusion}, caption query mode `{config.caption_query}`, "
         f"aux weight λ={config.aux_weight}, word-shape embedding={config.word_shape}, "
         f"FFN width of the multimodal blocks {config.fusion_ffn_mult}×"
-        + (f", character CNN width {config.char_cnn}" if config.char_cnn else ""),
+        + (f", character CNN width {config.char_cnn}" if config.char_cnn else "")
+        + (f", spaCy word tags from `{config.word_tags}`" if config.word_tags else ""),
         f"- data: `{card.get('data')}`" + (f" (first {card['limit']} tweets per split)" if card.get("limit") else ""),
         f"- images: `{card.get('images') or 'none (all image branches masked)'}`",
     ] + _training_data_lines(card) + [

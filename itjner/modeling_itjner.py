@@ -24,6 +24,7 @@ from .modeling_attention import SelfAttentionLayer
 from .modeling_crf import CRFDecoder
 from .modeling_fusion import CollaborativeInteraction, gather_positions
 from .tokenization import CHAR_VOCAB
+from .word_tags import vocabulary_sizes
 
 NUM_SHAPES = 6  # word shapes for the optional capitalisation embedding (tokenization.word_shape)
 # Padded sub-tokens above which tweet and caption get separate encoder calls (measured on the lite preset, 2-core
@@ -62,6 +63,21 @@ class CharacterFeatures(nn.Module):
         return t + self.projection(self.dropout(c)).to(t.dtype)
 
 
+class WordTagFeatures(nn.Module):
+    """Extension (off in every preset): a spaCy pipeline's cased part-of-speech and entity tags of each word
+    (word_tags.py), one embedding each, added to T like the word shape."""
+
+    def __init__(self, config: ITJNERConfig):
+        super().__init__()
+        pos_size, entity_size = vocabulary_sizes(config.word_tag_labels)
+        self.pos_embedding = nn.Embedding(pos_size, config.hidden_size, padding_idx=0)
+        self.entity_embedding = nn.Embedding(entity_size, config.hidden_size, padding_idx=0)
+
+    def forward(self, t, word_tag_ids):
+        """t (B, L, d), word_tag_ids (B, L, 2) -> T with the tags' embeddings added."""
+        return t + self.pos_embedding(word_tag_ids[..., 0]) + self.entity_embedding(word_tag_ids[..., 1])
+
+
 class TextFeatures(nn.Module):
     """Text encoder (ALBERT in the paper) -> T; self-attention -> R (eq. 6). Captions reuse `encode`: C, then O."""
 
@@ -71,6 +87,7 @@ class TextFeatures(nn.Module):
         d = config.hidden_size
         self.shape_embedding = nn.Embedding(NUM_SHAPES, d) if config.word_shape else None
         self.characters = CharacterFeatures(config) if config.char_cnn else None
+        self.word_tags = WordTagFeatures(config) if config.word_tags else None
         self.text_self_attention = SelfAttentionLayer(d, config.num_heads, config.dropout)
 
     def encode(self, *sequences):
@@ -88,12 +105,14 @@ class TextFeatures(nn.Module):
         parts = hidden.split([i.shape[0] for i, _ in sequences])
         return [h[:, :i.shape[1]] for h, (i, _) in zip(parts, sequences)]
 
-    def forward(self, t, attention_mask, shape_ids=None, need_weights=True, char_ids=None):
+    def forward(self, t, attention_mask, shape_ids=None, need_weights=True, char_ids=None, word_tag_ids=None):
         """T (encoder states of the tweet) -> R."""
         if self.shape_embedding is not None and shape_ids is not None:
             t = t + self.shape_embedding(shape_ids)
         if self.characters is not None and char_ids is not None:
             t = self.characters(t, char_ids)
+        if self.word_tags is not None and word_tag_ids is not None:
+            t = self.word_tags(t, word_tag_ids)
         return self.text_self_attention(t, attention_mask.bool(), need_weights)
 
 
@@ -161,7 +180,7 @@ class ITJNERModel(nn.Module):
             sequences.append((batch["caption_ids"], batch["caption_mask"]))
         hidden = self.text.encode(*sequences)
         r, r_attn = self.text(hidden[0], batch["attention_mask"], batch.get("shape_ids"), output_attentions,
-                              batch.get("char_ids"))
+                              batch.get("char_ids"), batch.get("word_tag_ids"))
         attn = {"R": r_attn}
         o = o_mask = has_caption = None
         if with_caption:

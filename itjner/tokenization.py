@@ -36,15 +36,19 @@ def char_ids(word: str) -> list[int]:
     return [1 + min(ord(ch), CHAR_VOCAB - 2) for ch in word[:MAX_CHARS]] or [CHAR_VOCAB - 1]
 
 
+def per_subtoken(values: list, word_index: list[int], length: int, empty) -> list:
+    """Spread one value per word over an encoded tweet's sub-tokens: each piece gets its word's ([CLS]/[SEP] and
+    dropped words: `empty`)."""
+    rows = [empty] * length
+    ends = word_index[1:] + [length - 1]
+    for value, start, end in zip(values, word_index, ends):
+        rows[start:end] = [value] * (end - start)
+    return rows
+
+
 def subtoken_char_ids(words: list[str], word_index: list[int], length: int) -> list[list[int]]:
     """Per sub-token position of an encoded tweet: its word's character ids ([CLS]/[SEP]: none)."""
-    rows = [[] for _ in range(length)]
-    ends = word_index[1:] + [length - 1]
-    for word, start, end in zip(words, word_index, ends):
-        chars = char_ids(word)
-        for pos in range(start, end):
-            rows[pos] = chars
-    return rows
+    return per_subtoken([char_ids(w) for w in words], word_index, length, [])
 
 
 @dataclass
