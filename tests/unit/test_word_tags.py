@@ -60,3 +60,13 @@ def test_model_with_word_tags_spreads_them_over_pieces_and_survives_save_load(ti
     with torch.no_grad():
         assert torch.allclose(again(collate(build_examples([tweet], tiny_tokenizer, cfg), cfg)).emissions[0], alone,
                               atol=1e-6)
+
+
+def test_a_missing_pipeline_says_how_to_install_it():
+    import pytest
+
+    from itjner.backbones import BackboneUnavailable
+    from itjner.word_tags import load_pipeline
+
+    with pytest.raises(BackboneUnavailable, match="setup.sh --word-tags"):
+        load_pipeline("en_core_web_not_installed")
