@@ -84,9 +84,7 @@ def collate(examples: list[Example], config, pad_id: int = 0, image_regions: int
     if config.char_cnn:
         batch["char_ids"] = _pad_chars([e.char_ids for e in examples], batch["input_ids"].shape[1])
     if config.word_tags:
-        width = batch["input_ids"].shape[1]
-        batch["word_tag_ids"] = torch.tensor([e.word_tag_ids + [(0, 0)] * (width - len(e.word_tag_ids))
-                                              for e in examples], dtype=torch.long)
+        batch["word_tag_ids"] = _pad([e.word_tag_ids for e in examples], (0, 0))  # (B, L, 2)
     if all(e.labels is not None for e in examples):
         batch["labels"] = _pad([e.labels for e in examples])
     if all(e.soft_targets is not None for e in examples):

@@ -67,21 +67,21 @@ def clean_word(word: str) -> str:
 def encode_words(tokenizer, words: list[str], max_length: int) -> Encoded:
     cls_id, sep_id, unk_id = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.unk_token_id
     pieces = tokenizer([clean_word(w) for w in words], add_special_tokens=False, is_split_into_words=False)["input_ids"]
-    input_ids, word_index, shape_ids = [cls_id], [], [0]
+    input_ids, word_index = [cls_id], []
     budget = max_length - 1  # room for [SEP]
-    for i, (word, ids) in enumerate(zip(words, pieces)):
+    for i, ids in enumerate(pieces):
         ids = ids or [unk_id]
         if len(input_ids) >= budget:
-            return _finish(input_ids, word_index, shape_ids, sep_id, len(words) - i)
-        ids = ids[: budget - len(input_ids)]
+            return _finish(words, input_ids, word_index, sep_id, len(words) - i)
         word_index.append(len(input_ids))
-        input_ids.extend(ids)
-        shape_ids.extend([word_shape(word)] * len(ids))
-    return _finish(input_ids, word_index, shape_ids, sep_id, 0)
+        input_ids.extend(ids[: budget - len(input_ids)])
+    return _finish(words, input_ids, word_index, sep_id, 0)
 
 
-def _finish(input_ids, word_index, shape_ids, sep_id, truncated) -> Encoded:
-    return Encoded(input_ids + [sep_id], word_index, shape_ids + [0], truncated)
+def _finish(words, input_ids, word_index, sep_id, truncated) -> Encoded:
+    input_ids = input_ids + [sep_id]
+    shape_ids = per_subtoken([word_shape(w) for w in words], word_index, len(input_ids), 0)
+    return Encoded(input_ids, word_index, shape_ids, truncated)
 
 
 def encode_caption(tokenizer, caption: str, max_length: int) -> list[int]:

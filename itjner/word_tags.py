@@ -50,10 +50,7 @@ def tag_ids(tweets_words: list[list[str]], name: str, labels: dict) -> list[list
     pos = {t: i + 1 for i, t in enumerate(labels["pos"])}
     ent = {t: i for i, t in enumerate(labels["entity"])}
     docs = nlp.pipe(Doc(nlp.vocab, words=[_spacy_word(w) for w in words]) for words in tweets_words)
-    out = []
-    for doc in docs:
-        out.append([(pos.get(tok.tag_, 0), _entity_id(tok.ent_iob_, tok.ent_type_, ent)) for tok in doc])
-    return out
+    return [[(pos.get(tok.tag_, 0), _entity_id(tok.ent_iob_, tok.ent_type_, ent)) for tok in doc] for doc in docs]
 
 
 def _entity_id(iob: str, kind: str, ent: dict) -> int:
