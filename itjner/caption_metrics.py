@@ -2,7 +2,7 @@
 
 The one place the project scores captions (per-epoch validation, `itjner caption evaluate`, the anchors).
 pycocoevalcap's BLEU and CIDEr scorers are pure Python; its PTB tokenizer (like METEOR and SPICE) needs Java, so
-captions are normalised here instead: lower-cased, punctuation dropped, inner apostrophes kept (`tokenize`).
+captions are normalised here instead: lower-cased, punctuation dropped, inner apostrophes kept (`caption_tokenize`).
 
 CIDEr-D weighs n-grams by an idf computed from the references of the images scored together: a score is a
 property of the whole set of images, meaningless for one image alone, and only comparable on the same image set.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Hashable, Mapping, Sequence
 
-from .modeling_captioner import tokenize
+from .tokenization_captioner import caption_tokenize
 
 METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "cider")
 
@@ -20,7 +20,7 @@ METRICS = ("bleu1", "bleu2", "bleu3", "bleu4", "cider")
 def normalise(caption: str | Sequence[str]) -> str:
     """A caption (string or word list) as pycocoevalcap wants it: lower-case words joined by single spaces."""
     text = caption if isinstance(caption, str) else " ".join(caption)
-    return " ".join(tokenize(text))
+    return " ".join(caption_tokenize(text))
 
 
 def score_captions(references: Mapping[Hashable, Sequence[str | Sequence[str]]],

@@ -6,101 +6,33 @@ from the mean region feature. Training loss: cross-entropy on the next word plus
 attention penalty alpha_c * mean((1 - sum_t alpha_t)^2) that pushes every region to be looked at over the caption.
 
 Decoding is greedy (batched) or beam search (per image); both return, per emitted word, its 49 attention weights in
-the backbone's row-major region order (index = row * 7 + column, row 0 at the top).
+the backbone's row-major region order (index = row * 7 + column, row 0 at the top). Both can block repeated n-grams
+(config.no_repeat_ngram_size, as transformers' generate; the default, 2, and how it was chosen: see
+itjner.configuration_captioner).
+
+Laid out as a transformers model: the config is in itjner.configuration_captioner, the vocabulary and the caption
+tokenizer (`caption_tokenize`) in itjner.tokenization_captioner; CaptionerConfig and Vocabulary are re-exported here.
 """
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
-SPECIALS = (PAD, START, END, UNK)
+from .configuration_captioner import CONFIG_FILE, CaptionerConfig
+from .tokenization_captioner import END, PAD, SPECIALS, START, UNK, VOCAB_FILE, Vocabulary
+
+__all__ = ["CaptionerConfig", "Vocabulary", "Caption", "RegionAttention", "CaptionModel", "pad_captions",
+           "banned_next_words", "PAD", "START", "END", "UNK", "SPECIALS", "NEVER_EMITTED", "CONFIG_FILE",
+           "VOCAB_FILE", "WEIGHTS_FILE"]
+
 NEVER_EMITTED = (0, 1, 3)  # ids of <pad>, <start>, <unk>: decoding never produces them
-CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "model.safetensors"
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words; punctuation dropped, inner apostrophes kept ("a man's hat." -> [a, man's, hat])."""
-    return re.findall(r"[a-z0-9]+(?:'[a-z]+)?", text.lower())
-
-
-# ------------------------------------------------------------------------------------------------------ vocabulary
-class Vocabulary:
-    """Word <-> id. Ids 0..3 are <pad>, <start>, <end>, <unk>; then words by descending count, ties alphabetical."""
-
-    pad_id, start_id, end_id, unk_id = 0, 1, 2, 3
-
-    def __init__(self, words: Sequence[str]):
-        self.itos = list(SPECIALS) + [w for w in words if w not in SPECIALS]
-        self.stoi = {w: i for i, w in enumerate(self.itos)}
-
-    @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
-        counts = Counter(w for caption in captions for w in tokenize(caption))
-        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-        return cls(kept)
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def encode(self, caption: str) -> list[int]:
-        """<start> w1 .. wn <end>, unknown words -> <unk>."""
-        ids = [self.stoi.get(w, self.unk_id) for w in tokenize(caption)]
-        return [self.start_id] + ids + [self.end_id]
-
-    def decode(self, ids: Iterable[int]) -> list[str]:
-        """Ids -> words, stopping at <end>, skipping <start>/<pad>."""
-        words = []
-        for i in ids:
-            if i == self.end_id:
-                break
-            if i not in (self.pad_id, self.start_id):
-                words.append(self.itos[i])
-        return words
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.itos, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Vocabulary":
-        itos = json.loads(Path(path).read_text(encoding="utf-8"))
-        if list(itos[:4]) != list(SPECIALS):
-            raise ValueError(f"{path}: not a captioner vocabulary (must start with {SPECIALS})")
-        return cls(itos[4:])
-
-
-# ---------------------------------------------------------------------------------------------------------- config
-@dataclass
-class CaptionerConfig:
-    feature_dim: int = 2048          # channels of the backbone's region features (2048 Res2Net-101, 1280 Lite0)
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    attention_dim: int = 256
-    dropout: float = 0.5
-    vocab_size: int = 4              # set from the Vocabulary
-    alpha_c: float = 1.0             # weight of the doubly stochastic attention penalty (0 turns it off)
-    label_smoothing: float = 0.0     # training loss only: cross-entropy against smoothed targets
-    max_len: int = 30                # longest caption generated, in words
-    beam: int = 3                    # default beam width of generate()
-    length_penalty: float = 0.0      # beam search ranks finished captions by logprob / len**length_penalty (0: raw)
-    backbone: str | None = None      # image backbone whose features this captioner reads
-    extra: dict = field(default_factory=dict)  # free-form provenance (training data, epochs, scores)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CaptionerConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -198,9 +130,12 @@ class CaptionModel(nn.Module):
     # -- decoding
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, beam: int | None = None, max_len: int | None = None,
-                 length_penalty: float | None = None) -> list[Caption]:
+                 length_penalty: float | None = None, no_repeat_ngram_size: int | None = None) -> list[Caption]:
         """Captions for (B, R, F) or (R, F) features. beam 1 = greedy (batched); beam > 1 = beam search per image.
-        Neither ever emits <unk> (nor <pad>/<start>, nor <end> as the first word): see `_decoding_logp`."""
+        Neither ever emits <unk> (nor <pad>/<start>, nor <end> as the first word): see `_decoding_logp`; nor, with
+        no_repeat_ngram_size n > 0, a word that would repeat an n-gram the caption already contains (as in
+        transformers' generate; see `banned_next_words`). None: the config's beam / max_len / length_penalty /
+        no_repeat_ngram_size."""
         was_training = self.training
         self.eval()
         try:
@@ -208,35 +143,44 @@ class CaptionModel(nn.Module):
             feats = feats.to(next(self.parameters()).device)
             beam = beam or self.config.beam
             max_len = max_len or self.config.max_len
+            ngram = self.config.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
             if beam <= 1:
-                return self.greedy(feats, max_len)
-            return [self.beam_search(f, beam, max_len, length_penalty) for f in feats]
+                return self.greedy(feats, max_len, ngram)
+            return [self.beam_search(f, beam, max_len, length_penalty, ngram) for f in feats]
         finally:
             self.train(was_training)
 
-    def greedy(self, feats: torch.Tensor, max_len: int) -> list[Caption]:
+    def greedy(self, feats: torch.Tensor, max_len: int, no_repeat_ngram_size: int = 0) -> list[Caption]:
         feats, projected, state = self.prepare(feats)
         batch = feats.size(0)
         words = torch.full((batch,), Vocabulary.start_id, dtype=torch.long, device=feats.device)
         done = torch.zeros(batch, dtype=torch.bool, device=feats.device)
         ids, alphas, scores = [], [], torch.zeros(batch, device=feats.device)
+        history: list[list[int]] = [[] for _ in range(batch)]
         for t in range(max_len + 1):  # + 1: room for <end> after max_len words
             logits, alpha, state = self.step(feats, projected, words, state)
             logp = _decoding_logp(logits, t, max_len)
+            if no_repeat_ngram_size > 0 and t < max_len:
+                _block_repeats(logp, history, no_repeat_ngram_size)
             words = logp.argmax(-1)
             scores += torch.where(done, 0.0, logp.gather(1, words[:, None]).squeeze(1))
             ids.append(words)
             alphas.append(alpha)
+            for seq, word in zip(history, words.tolist()):
+                seq.append(word)
             done |= words == Vocabulary.end_id
             if done.all():
                 break
         ids_t, alphas_t = torch.stack(ids, 1).tolist(), torch.stack(alphas, 1)
         return [self._caption(ids_t[b], alphas_t[b], scores[b].item(), max_len) for b in range(batch)]
 
-    def beam_search(self, feats: torch.Tensor, beam: int, max_len: int, length_penalty: float | None = None) -> Caption:
+    def beam_search(self, feats: torch.Tensor, beam: int, max_len: int, length_penalty: float | None = None,
+                    no_repeat_ngram_size: int = 0) -> Caption:
         """Standard beam search for one image (R, F). A hypothesis that emits <end> leaves the beam; the search stops
         once `beam` have finished. The best finished hypothesis is chosen by total log-probability divided by
-        (length in tokens, <end> included) ** length_penalty (0, the default: raw log-probability)."""
+        (length in tokens, <end> included) ** length_penalty (0, the default: raw log-probability). With
+        no_repeat_ngram_size n > 0, a word that would complete an n-gram already in its hypothesis gets log-probability
+        -inf (after the softmax, as transformers' NoRepeatNGramLogitsProcessor: scores stay the model's own)."""
         lp = self.config.length_penalty if length_penalty is None else length_penalty
         rank = (lambda f: f[0] / len(f[1]) ** lp) if lp else (lambda f: f[0])
         feats, projected, (h, c) = self.prepare(feats.unsqueeze(0))
@@ -249,11 +193,15 @@ class CaptionModel(nn.Module):
             n = words.size(0)
             logits, alpha, (h, c) = self.step(feats.expand(n, -1, -1), projected.expand(n, -1, -1), words, (h, c))
             logp = _decoding_logp(logits, t, max_len)
+            if no_repeat_ngram_size > 0 and t < max_len:
+                _block_repeats(logp, seqs, no_repeat_ngram_size)
             total = (scores[:, None] + logp).view(-1)
             top_scores, top = total.topk(min(beam, total.numel()))
             vocab_size = logits.size(1)
             keep, next_words, next_scores = [], [], []
             for score, flat in zip(top_scores.tolist(), top.tolist()):
+                if score == float("-inf"):  # fewer than `beam` possible continuations (tiny vocabularies)
+                    break
                 src, word = divmod(flat, vocab_size)
                 seq, al = seqs[src] + [word], seq_alphas[src] + [alpha[src]]
                 if word == Vocabulary.end_id:
@@ -336,6 +284,25 @@ def _decoding_logp(logits: torch.Tensor, t: int, max_len: int) -> torch.Tensor:
     if t == 0:
         masked[:, Vocabulary.end_id] = float("-inf")
     return masked.log_softmax(-1)
+
+
+def banned_next_words(seq: Sequence[int], n: int) -> set[int]:
+    """Words that would repeat an n-gram of `seq` if appended: every word that followed an earlier occurrence of
+    seq's last n - 1 words (n = 1: every word already in seq). As transformers' no_repeat_ngram_size."""
+    if n <= 0 or len(seq) < n - 1:
+        return set()
+    if n == 1:
+        return set(seq)
+    prefix = tuple(seq[len(seq) - n + 1:])
+    return {seq[i + n - 1] for i in range(len(seq) - n + 1) if tuple(seq[i:i + n - 1]) == prefix}
+
+
+def _block_repeats(logp: torch.Tensor, seqs: Sequence[Sequence[int]], n: int) -> None:
+    """In place: log-probability -inf for each row's banned next words (rows = hypotheses, seqs = their words)."""
+    for row, seq in enumerate(seqs):
+        banned = banned_next_words(seq, n)
+        if banned:
+            logp[row, list(banned)] = float("-inf")
 
 
 def _only_end(logits: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,14 @@
 """Ship a trained captioner as a small checkpoint folder with its card, proving the stored file by scoring it.
 
     PYTHONPATH=. python scripts/ship_captioner.py runs/cap/<run> assets/captioner-flickr8k \
-        --flickr /path/to/flickr8k-1k --beam 3 --length-penalty 0 --train-command "itjner caption train ..."
+        --flickr /path/to/flickr8k-1k --beam 3 --length-penalty 0 [--no-repeat-ngram-size 2] \
+        --train-command "itjner caption train ..."
 
 Stores the weights in fp16 when that changes no caption on the valid and test images (else fp32), sets the
-decoding defaults chosen on valid (beam width, length penalty) in config.json, scores the stored checkpoint on
-valid and test (BLEU-1..4, CIDEr-D; pycocoevalcap) and the two anchors on test (nearest-neighbour caption retrieval,
-the `tags` source), and writes card.json and README.md. The Flickr photos are read from --flickr, never copied.
+decoding defaults chosen on valid (beam width, length penalty, n-gram blocking) in config.json, scores the stored
+checkpoint on valid and test (BLEU-1..4, CIDEr-D; pycocoevalcap) and the two anchors on test (nearest-neighbour
+caption retrieval, the `tags` source), and writes card.json and README.md. The Flickr photos are read from --flickr,
+never copied.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from itjner.captioning.anchors import nearest_neighbour_captions, tags_captions
 from itjner.captioning.data import read_captions, read_image_list, references_by_image, select_images
 from itjner.captioning.training import generate_captions, load_features
 from itjner.caption_metrics import METRICS, format_scores, score_captions
+from itjner.configuration_captioner import CaptionerConfig
 from itjner.modeling_captioner import CaptionModel
 
 
@@ -33,6 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flickr", required=True, help="the Flickr8k 1k folder (captions.txt, images/, split lists)")
     parser.add_argument("--beam", type=int, required=True)
     parser.add_argument("--length-penalty", type=float, required=True)
+    parser.add_argument("--no-repeat-ngram-size", type=int, default=CaptionerConfig.no_repeat_ngram_size,
+                        help="decoding never repeats an n-gram of this many words (0 = off)")
     parser.add_argument("--train-command", required=True, help="the command that trained the run (for the card)")
     parser.add_argument("--note", default="", help="how the run was stopped or anything else the card must say")
     parser.add_argument("--tried", default=None, help="JSON list of the configurations tried (for the card)")
@@ -48,6 +53,7 @@ def main(argv=None) -> int:
                              args.cache_dir, progress=False)
     model = CaptionModel.from_pretrained(args.run)
     model.config.beam, model.config.length_penalty = args.beam, args.length_penalty
+    model.config.no_repeat_ngram_size = args.no_repeat_ngram_size
     images = {name: sorted({p.image for p in splits[name]}) for name in ("valid", "test")}
 
     def captions(m):
@@ -107,6 +113,7 @@ def main(argv=None) -> int:
         "train_command": args.train_command,
         "training_note": args.note,
         "decoding": {"beam": args.beam, "length_penalty": args.length_penalty,
+                     "no_repeat_ngram_size": args.no_repeat_ngram_size,
                      "never_emitted": ["<unk>", "<pad>", "<start>"]},
         "weights_dtype": "float16" if fp16_same else "float32",
         "fp16_changed_captions": changed,
@@ -153,7 +160,8 @@ def readme(card: dict) -> str:
         "",
         "## Scores",
         f"Metrics: {card['metrics']}. Decoding: beam {card['decoding']['beam']}, length penalty "
-        f"{card['decoding']['length_penalty']}; `<unk>` can never be emitted (test captions with `<unk>`: "
+        f"{card['decoding']['length_penalty']}, no repeated {card['decoding'].get('no_repeat_ngram_size', 0)}-gram "
+        "(0: no blocking); `<unk>` can never be emitted (test captions with `<unk>`: "
         f"{card['test_captions_with_unk']}).",
         "",
         "| | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | CIDEr-D |",

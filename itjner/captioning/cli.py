@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from ..caption_metrics import format_scores, score_captions
-from ..modeling_captioner import CaptionerConfig, CaptionModel
+from ..configuration_captioner import CaptionerConfig
+from ..modeling_captioner import CaptionModel
 from .anchors import nearest_neighbour_captions, tags_captions
 from .data import CaptionPair, read_captions, read_image_list, references_by_image, select_images
 from .scst import ScstOptions, scst_finetune
@@ -125,6 +126,9 @@ def _evaluate_parser(sub) -> None:
                     help="beam width (default: the checkpoint's); a comma-separated list scores each")
     ev.add_argument("--length-penalty", type=_number_list(float), default=[None],
                     help="beam length penalty (default: the checkpoint's); a comma-separated list scores each")
+    ev.add_argument("--no-repeat-ngram-size", type=_number_list(int), default=[None],
+                    help="never repeat an n-gram of this many words in a caption, 0 = off (default: the "
+                         "checkpoint's); a comma-separated list scores each")
     ev.add_argument("--save", default=None, help="also write the generated captions to this JSONL file")
 
 
@@ -200,17 +204,21 @@ def _evaluate(args) -> int:
                              progress=False)
     images = _usable(split, features, "--list")
     refs = references_by_image(split)
-    several = len(args.beam) * len(args.length_penalty) > 1
+    several = len(args.beam) * len(args.length_penalty) * len(args.no_repeat_ngram_size) > 1
     for beam in args.beam:
         for length_penalty in args.length_penalty:
-            generated = generate_captions(model, images, features, beam, length_penalty=length_penalty)
-            scores = score_captions({i: refs[i] for i in images}, {i: generated[i].words for i in images})
-            unk = sum("<unk>" in generated[i].words for i in images)
-            words = sum(len(generated[i].words) for i in images) / len(images)
-            setting = (f"beam {beam or model.config.beam} length penalty "
-                       f"{model.config.length_penalty if length_penalty is None else length_penalty}: ")
-            print(f"{setting if several else ''}{len(images)} images: {format_scores(scores)}  "
-                  f"(mean length {words:.1f} words; captions with <unk>: {unk})")
+            for ngram in args.no_repeat_ngram_size:
+                generated = generate_captions(model, images, features, beam, length_penalty=length_penalty,
+                                              no_repeat_ngram_size=ngram)
+                scores = score_captions({i: refs[i] for i in images}, {i: generated[i].words for i in images})
+                unk = sum("<unk>" in generated[i].words for i in images)
+                words = sum(len(generated[i].words) for i in images) / len(images)
+                setting = (f"beam {beam or model.config.beam} length penalty "
+                           f"{model.config.length_penalty if length_penalty is None else length_penalty} "
+                           f"no-repeat n-gram "
+                           f"{model.config.no_repeat_ngram_size if ngram is None else ngram}: ")
+                print(f"{setting if several else ''}{len(images)} images: {format_scores(scores)}  "
+                      f"(mean length {words:.1f} words; captions with <unk>: {unk})")
     if args.save:  # the last setting's captions
         _write_jsonl(args.save, [{"image": i, "caption": generated[i].text} for i in images])
     return 0

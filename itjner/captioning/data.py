@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ..modeling_captioner import tokenize
+from ..tokenization_captioner import caption_tokenize
 
 
 @dataclass(frozen=True)
@@ -141,4 +141,4 @@ _MIRRORED_WORDS = {"left": "right", "right": "left"}
 
 def mirror_caption(caption: str) -> str:
     """The caption of the mirrored image: "left" and "right" swap (tokenised, lower-case words)."""
-    return " ".join(_MIRRORED_WORDS.get(w, w) for w in tokenize(caption))
+    return " ".join(_MIRRORED_WORDS.get(w, w) for w in caption_tokenize(caption))

@@ -18,7 +18,9 @@ from typing import Sequence
 import torch
 
 from ..caption_metrics import score_captions
-from ..modeling_captioner import CaptionerConfig, CaptionModel, Vocabulary, pad_captions, tokenize
+from ..configuration_captioner import CaptionerConfig
+from ..modeling_captioner import CaptionModel, pad_captions
+from ..tokenization_captioner import Vocabulary, caption_tokenize
 from .data import CaptionPair, mirror_caption, references_by_image, split_by_image
 
 
@@ -40,13 +42,14 @@ class TrainOptions:
 
 # ----------------------------------------------------------------------------------------------------- scoring
 def generate_captions(model: CaptionModel, images: Sequence[str], features: dict[str, torch.Tensor],
-                      beam: int | None = None, batch_size: int = 64, length_penalty: float | None = None) -> dict:
-    """image -> generated Caption, for the listed images."""
+                      beam: int | None = None, batch_size: int = 64, length_penalty: float | None = None,
+                      no_repeat_ngram_size: int | None = None) -> dict:
+    """image -> generated Caption, for the listed images (None: the checkpoint's decoding setting)."""
     out = {}
     for start in range(0, len(images), batch_size):
         chunk = list(images[start:start + batch_size])
         caps = model.generate(torch.stack([features[i] for i in chunk]).float(), beam=beam,
-                              length_penalty=length_penalty)
+                              length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size)
         out.update(zip(chunk, caps))
     return out
 
@@ -68,7 +71,7 @@ def evaluate(model: CaptionModel, pairs: list[CaptionPair], features: dict[str, 
     generated = generate_captions(model, images, features, beam, batch_size, length_penalty)
     hyps = {i: generated[i].words for i in images}
     scores = score_captions(refs, hyps)
-    normalised = {i: {" ".join(tokenize(r)) for r in refs[i]} for i in images}
+    normalised = {i: {" ".join(caption_tokenize(r)) for r in refs[i]} for i in images}
     exact = sum(" ".join(hyps[i]) in normalised[i] for i in images) / max(len(images), 1)
     return {"val_loss": loss_sum / max(batches, 1), **scores, "exact": exact}
 

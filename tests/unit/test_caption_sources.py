@@ -163,6 +163,9 @@ def test_lstm_source_captions_images_and_features(lite, lstm_checkpoint, tmp_pat
     for r in results[:-1]:
         assert len(r.attention) == len(r.text.split()) and all(len(a) == 49 for a in r.attention)
         assert r.details["logprob"] <= 0
+        assert r.details["likely_poor"] is False  # memorised captions: near-certain words
+        assert r.details["logprob_per_token"] == pytest.approx(r.details["logprob"] / (len(r.text.split()) + 1),
+                                                               abs=1e-3)
     assert results[-1].attention is None
     store = FeatureStore(lite, tmp_path)
     feats, _ = store.features_for_bytes([None] + [jpeg(img) for img in images])

@@ -16,7 +16,8 @@ from itjner.captioning.cli import main
 from itjner.captioning.data import CaptionPair, read_captions, split_by_image
 from itjner.captioning.training import load_features, selection_key
 from itjner.caption_metrics import score_captions
-from itjner.modeling_captioner import CaptionModel, Vocabulary, tokenize
+from itjner.modeling_captioner import CaptionModel
+from itjner.tokenization_captioner import Vocabulary, caption_tokenize
 
 SIZE, GRID = 224, 7
 COLOURS = {"red": (215, 40, 40), "green": (40, 160, 60), "blue": (40, 70, 215)}
@@ -130,7 +131,7 @@ def test_attention_peaks_where_the_shape_is(greedy, scenes):
     hits, strict, transposed, off_diagonal = {1: [], 2: []}, [], [], []
     for caption, (_, ref, cells, place) in zip(greedy, held_out):
         for pos in (1, 2):  # "a <colour> <shape> ..."
-            if len(caption.words) <= pos or caption.words[pos] != tokenize(ref)[pos]:
+            if len(caption.words) <= pos or caption.words[pos] != caption_tokenize(ref)[pos]:
                 continue
             peak = int(torch.tensor(caption.attention[pos]).argmax())
             hits[pos].append(peak in dilate(cells))
@@ -201,7 +202,7 @@ def test_vocabulary_min_count_and_unk(tmp_path):
     vocab.save(tmp_path / "vocab.json")
     assert Vocabulary.load(tmp_path / "vocab.json").itos == vocab.itos
     assert len(Vocabulary.build(["a b c"], min_count=1)) == 7
-    assert tokenize("A man's hat, on-stage.") == ["a", "man's", "hat", "on", "stage"]
+    assert caption_tokenize("A man's hat, on-stage.") == ["a", "man's", "hat", "on", "stage"]
 
 
 def test_readers_coco_and_jsonl(tmp_path):
