@@ -90,7 +90,7 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
     cfg, train_cfg = preset(args.preset)
-    cfg.caption_source = "given"  # captions are benchmarked in caption_sources; keep the NER path measurable
+    cfg.caption_source = "given"  # captions are benchmarked by the caption CLI; keep the NER path measurable
     tokenizer = load_benchmark_tokenizer(cfg.text_encoder) if args.random_init else load_tokenizer(cfg.text_encoder)
     model = ITJNERModel(cfg, load_text_encoder(cfg.text_encoder, random_init=args.random_init)).eval()
     # a fresh feature cache: every "fresh" image below really goes through the backbone

@@ -107,6 +107,20 @@ def write_conll(tweets: Iterable[Tweet], path: str | Path, trailing_blank: bool 
     Path(path).write_text(format_conll(tweets, trailing_blank), encoding="utf-8")
 
 
+SPLITS = {"train": "train.txt", "dev": "valid.txt", "valid": "valid.txt", "test": "test.txt"}
+
+
+def split_path(data: str | Path, split: str) -> Path:
+    """The file of one split: `data` is a dataset folder (train.txt/valid.txt/test.txt) or a CoNLL file."""
+    data = Path(data)
+    if data.is_file():
+        return data
+    path = data / SPLITS.get(split, split)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {split} split at {path}")
+    return path
+
+
 def read_tweets(path: str | Path) -> list[Tweet]:
     """Read tweets to tag from CoNLL (.txt/.conll), JSONL ({"id"|"image_id", "text"|"tokens"}) or CSV (same columns)."""
     path = Path(path)

@@ -36,7 +36,7 @@ def teacher_marginals(teacher: str | Path, tweets: list[Tweet], images_dir=None,
             return [saved[str(i)] for i in range(len(tweets))]
     predictor = Predictor.from_pretrained(teacher, device, cache_dir=cache_dir)
     model = predictor.model
-    examples, *_ = predictor.inputs.prepare(tweets, [read_image_bytes(images_dir, t.image_id) for t in tweets])
+    examples = predictor.examples(tweets, [read_image_bytes(images_dir, t.image_id) for t in tweets])
     marginals = [None] * len(examples)
     with torch.no_grad():
         for chunk in tqdm(length_batches(examples, 64), desc="teacher", leave=False):

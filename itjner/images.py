@@ -165,8 +165,10 @@ class FeatureStore:
         self.memory.put(digest, half)
         return half
 
-    def features_for_bytes(self, blobs: list[bytes | None]) -> tuple[list[torch.Tensor | None], list[str | None]]:
-        """Features (regions, C) per image (None where unusable) and a problem string per image."""
+    def features_for_bytes(self, blobs: list[bytes | None], digests: list[str | None] | None = None
+                           ) -> tuple[list[torch.Tensor | None], list[str | None]]:
+        """Features (regions, C) per image (None where unusable) and a problem string per image. `digests`: the
+        images' sha256 when the caller has them (each upload is hashed once)."""
         feats: list[torch.Tensor | None] = [None] * len(blobs)
         problems: list[str | None] = [None] * len(blobs)
         todo: list[tuple[int, str, Image.Image]] = []
@@ -174,7 +176,7 @@ class FeatureStore:
             if data is None:
                 problems[i] = "missing"
                 continue
-            digest = sha256(data)
+            digest = (digests[i] if digests is not None else None) or sha256(data)
             cached = self._lookup(digest)
             if cached is not None:
                 feats[i] = cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ def default_device(device: str | None = None) -> torch.device:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def check_precision(precision: str) -> str:
@@ -32,10 +34,31 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def _autocast(device: torch.device, precision: str = "auto"):
-    """auto: bf16 autocast on GPU, exact fp32 on CPU. bf16 on a CPU is opt-in: on one with AVX512-BF16 or AMX it tagged
-    Twitter-2017 dev 1.8x faster with 1 of 723 tweets changed (README); on other CPUs it is emulated and slow."""
-    if check_precision(precision) == "bf16" or (precision == "auto" and device.type == "cuda"):
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, read from /proc/cpuinfo's flags). Elsewhere bf16
+    is emulated and slower than fp32, so `auto` keeps fp32 there."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def effective_precision(device: torch.device, precision: str = "auto") -> str:
+    """"bf16" or "fp32": what `precision` means on this device. auto: bf16 autocast on GPU and on CPUs with native
+    bf16 (there it halved MPNet-base's time per tweet with hidden states at cosine >= 0.9999 to fp32; the shipped
+    checkpoints' cards give their F1 in both), exact fp32 elsewhere."""
+    if check_precision(precision) != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    if effective_precision(device, precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -52,7 +75,7 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
     batches = length_batches(examples, batch_size)
     for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
         batch = to_device(collate(chunk, model.config), device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             out = model(batch, output_attentions=details)
         paths = model.decode(out)
         marg = model.marginals(out).cpu()
@@ -85,13 +108,24 @@ def _details(out, j: int, ex, n: int) -> dict:
 
 class InputPipeline:
     """Everything between raw inputs and model-ready examples: image bytes -> cached region features, captions from
-    the configured source, tokenisation. Backbone and captioner load lazily, once."""
+    the configured source, tokenisation. Backbone and caption source load lazily, once; `sharing` makes a pipeline
+    that reuses them."""
 
-    def __init__(self, config, tokenizer, device, caption_source: str | None = None, cache_dir=None):
+    def __init__(self, config, tokenizer, device, caption_source: str | None = None, cache_dir=None,
+                 image_backbone=None):
+        """image_backbone: an already loaded one (e.g. random weights for benchmarks); by default loaded by name."""
         self.config, self.tokenizer, self.device = config, tokenizer, device
         self.caption_spec = caption_source or config.caption_source
         self.cache_dir = cache_dir
-        self._image_backbone = self._store = self._captioner = None
+        self._image_backbone, self._store, self._captioner = image_backbone, None, None
+
+    def sharing(self, config, tokenizer, caption_source: str | None = None) -> "InputPipeline":
+        """A pipeline for another model (or caption source) that reuses this one's image backbone and feature cache
+        when it reads the same backbone (its caption source is loaded anew)."""
+        other = InputPipeline(config, tokenizer, self.device, caption_source, self.cache_dir)
+        if config.image_backbone == self.config.image_backbone:
+            other._image_backbone, other._store = self._image_backbone, self._store
+        return other
 
     @property
     def image_backbone(self):
@@ -109,17 +143,19 @@ class InputPipeline:
 
     @property
     def captioner(self):
+        """The caption source (loaded on first use; CaptionSourceUnavailable, ImportError or ValueError if it
+        cannot be)."""
         if self._captioner is None:
             from .captioning.sources import make_caption_source
 
             self._captioner = make_caption_source(self.caption_spec, image_backbone=self.image_backbone)
         return self._captioner
 
-    def image_inputs(self, blobs: list[bytes | None]):
+    def image_inputs(self, blobs: list[bytes | None], digests: list[str | None] | None = None):
         """Cached features and problems per image (None bytes = no image); nothing runs when no modality needs it."""
         if not self.config.multimodal or all(b is None for b in blobs):
             return [None] * len(blobs), ["missing"] * len(blobs)
-        return self.feature_store.features_for_bytes(blobs)
+        return self.feature_store.features_for_bytes(blobs, digests)
 
     def captions(self, tweets, blobs, feats, given):
         """Caption text and per-word attention for each tweet ("" when there is nothing to caption)."""
@@ -141,8 +177,9 @@ class InputPipeline:
                 texts[i], attn[i] = res.text, res.attention
         return texts, attn
 
-    def prepare(self, tweets: list[Tweet], images: list[bytes | None], given=None, report: ImageReport | None = None):
-        feats, problems = self.image_inputs(images)
+    def prepare(self, tweets: list[Tweet], images: list[bytes | None], given=None, report: ImageReport | None = None,
+                digests: list[str | None] | None = None):
+        feats, problems = self.image_inputs(images, digests)
         if report is not None:
             for tw, problem in zip(tweets, problems):
                 report.add(tw.image_id, problem)
@@ -157,15 +194,15 @@ class Predictor:
 
     def __init__(self, model: ITJNERModel, tokenizer, name: str = "itjner", card: dict | None = None,
                  caption_source: str | None = None, cache_dir=None, precision: str = "auto",
-                 version: str | None = None):
+                 version: str | None = None, image_backbone=None):
         """version: `model_version` (default the name; `from_pretrained` gives name + short weights hash).
-        precision: "auto" (bf16 autocast on GPU, fp32 on CPU), "fp32", or "bf16" (autocast on any device)."""
+        precision: "auto" (`effective_precision`), "fp32", or "bf16" (autocast on any device)."""
         self.precision = check_precision(precision)
         self.model, self.tokenizer, self.name, self.card = model, tokenizer, name, card or {}
         self.version = version or name
         self.config = model.config
         self.device = next(model.parameters()).device
-        self.inputs = InputPipeline(self.config, tokenizer, self.device, caption_source, cache_dir)
+        self.inputs = InputPipeline(self.config, tokenizer, self.device, caption_source, cache_dir, image_backbone)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | None = None, caption_source: str | None = None,
@@ -181,19 +218,47 @@ class Predictor:
     def model_version(self) -> str:
         return self.version
 
+    @property
+    def reads_images(self) -> bool:
+        """Whether the image (or a caption of it) can change this model's tags."""
+        return self.config.multimodal
+
+    @property
+    def caption_source(self):
+        """The caption source this predictor captions with (loaded now if it was not: CaptionSourceUnavailable,
+        ImportError or ValueError when it cannot be)."""
+        return self.inputs.captioner
+
+    def examples(self, tweets: list[Tweet], images: list[bytes | None]):
+        """Model-ready examples of tweets with their images (features cached, captions from the source)."""
+        return self.inputs.prepare(tweets, images)[0]
+
+    def image_features(self, images: list[bytes | None], digests: list[str | None] | None = None):
+        """(region features or None, problem or None) per image, from the feature cache (computed once per image
+        content; `digests`: the images' sha256 when the caller has them already)."""
+        return self.inputs.feature_store.features_for_bytes(images, digests)
+
     def with_caption_source(self, spec: str | None) -> "Predictor":
         """The same model, backbone and feature cache, with captions from another source."""
-        other = Predictor(self.model, self.tokenizer, self.name, self.card, spec, self.inputs.cache_dir, self.precision,
-                          self.version)
-        other.inputs._image_backbone, other.inputs._store = self.inputs._image_backbone, self.inputs._store
+        return self.sharing_inputs(self.model, self.tokenizer, self.name, self.card, spec, self.version)
+
+    def sharing_inputs(self, model: ITJNERModel, tokenizer, name: str, card: dict | None = None,
+                       caption_source: str | None = None, version: str | None = None) -> "Predictor":
+        """A predictor for another model that shares this one's image backbone and feature cache (when both read the
+        same backbone): a second checkpoint in the app does not load or cache the CNN twice."""
+        other = Predictor(model, tokenizer, name, card, caption_source, self.inputs.cache_dir, self.precision, version)
+        other.inputs = self.inputs.sharing(model.config, tokenizer, caption_source)
         return other
 
     def predict(self, tweets: list[Tweet], images_dir=None, images: list[bytes | None] | None = None,
                 given_captions: list[str | None] | None = None, details: bool = False, batch_size: int = 64,
-                progress: bool = False, report: ImageReport | None = None) -> list[Prediction]:
+                progress: bool = False, report: ImageReport | None = None,
+                digests: list[str | None] | None = None) -> list[Prediction]:
+        """digests: the images' sha256 when the caller computed them already (the feature cache's keys)."""
         if images is None:
             images = [read_image_bytes(images_dir, tw.image_id) for tw in tweets]
-        examples, problems, captions, caption_attn = self.inputs.prepare(tweets, images, given_captions, report)
+        examples, problems, captions, caption_attn = self.inputs.prepare(tweets, images, given_captions, report,
+                                                                         digests)
         tagged = tag_examples(self.model, examples, batch_size, details, progress, precision=self.precision)
         return [self._prediction(*row, details) for row in
                 zip(tweets, examples, tagged, captions, caption_attn, problems)]

@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 
 from itjner.checkpoints import load_card
-from itjner.data import read_conll
+from itjner.data import read_conll, split_path
 from itjner.modeling_itjner import ITJNERModel
 from itjner.predict import Predictor
-from itjner.train import evaluate_tweets, split_path
+from itjner.train import evaluate_tweets
 
 
 def main(src: str, dst: str) -> None:

@@ -7,13 +7,10 @@ pytest_plugins = ["fixtures.labelstudio_server"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Threads that spin while waiting make a busy 2-core machine 10-30x slower (measured): wait passively.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+from itjner import runtime  # noqa: E402
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+runtime.prepare(int(os.environ.get("OMP_NUM_THREADS", "2")))  # as the entry points do, before torch loads
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():

@@ -67,9 +67,9 @@ def build_demo(service: PredictService, checkpoints: list[str] | None = None,
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(header(service.default_checkpoint), elem_id="header")
         with gr.Tab("Predict"):
-            model = tab_predict.build(demo, service, choices, examples)
+            tab_predict.build(demo, service, choices, examples)
         with gr.Tab("Error analysis"):
-            tab_analysis.build(service, model, server_paths)
+            tab_analysis.build(service, choices, server_paths)
         with gr.Tab("Pre-annotation export"):
-            tab_export.build(service, model, server_paths)
+            tab_export.build(service, choices, server_paths)
     return demo

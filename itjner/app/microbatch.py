@@ -24,6 +24,7 @@ class Job:
     tweet: Tweet
     image: bytes | None
     caption: str | None
+    digest: str | None = None
     future: Future = field(default_factory=Future)
 
 
@@ -35,9 +36,11 @@ class MicroBatcher:
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def predict(self, predictor, tweet: Tweet, image: bytes | None, caption: str | None) -> Prediction:
-        """Tag one tweet (with details: attention maps, gate) together with whatever else is queued."""
-        job = Job(predictor, tweet, image, caption)
+    def predict(self, predictor, tweet: Tweet, image: bytes | None, caption: str | None,
+                digest: str | None = None) -> Prediction:
+        """Tag one tweet (with details: attention maps, gate) together with whatever else is queued. digest: the
+        image's sha256 when the caller has it."""
+        job = Job(predictor, tweet, image, caption, digest)
         self._ensure_worker()
         self._queue.put(job)
         return job.future.result()
@@ -66,7 +69,8 @@ class MicroBatcher:
         try:
             with self.lock:
                 preds = jobs[0].predictor.predict([j.tweet for j in jobs], images=[j.image for j in jobs],
-                                                  given_captions=[j.caption for j in jobs], details=True)
+                                                  given_captions=[j.caption for j in jobs], details=True,
+                                                  digests=[j.digest for j in jobs])
         except BaseException as err:  # noqa: BLE001 - handed to the caller(s)
             if len(jobs) == 1:
                 jobs[0].future.set_exception(err)

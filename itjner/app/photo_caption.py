@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from ..caching import LRUCache
 from ..checkpoints import DEFAULT_CAPTIONER
-from ..images import sha256
 
 
 @dataclass
@@ -52,9 +51,9 @@ class PhotoCaptioner:
         attention = (pred.details or {}).get("caption_attention")
         if pred.caption and attention and any(a is not None for a in attention):
             return PhotoCaption(pred.caption, attention, read_by_model=True)
-        if image.problem or not image.data or image.image is None or not self.available:
+        if image.usable is None or image.image is None or not self.available:
             return None
-        key = sha256(image.data)
+        key = image.digest
         cached = self._cache.get(key)
         if cached is None:
             cached = self._caption(predictor, image)
@@ -65,7 +64,7 @@ class PhotoCaptioner:
         source = self.source()
         feats = None
         if predictor.config.image_backbone == source.feature_backbone:
-            feats = predictor.inputs.feature_store.features_for_bytes([image.data])[0][0]
+            feats = predictor.image_features([image.data], [image.digest])[0][0]
         with self.lock:
             result = source.caption(images=[image.image], features=[feats])[0]
         return PhotoCaption(result.text, result.attention, read_by_model=False)

@@ -15,7 +15,7 @@ from .views import highlight_value
 
 # ---------------------------------------------------------------------------------------- analysis and export
 def _split_file(path: str | None) -> Path:
-    from ..train import split_path
+    from ..data import split_path
 
     if not (path or "").strip():
         raise UserError("Give the path of a CoNLL split file (e.g. data/twitter2017/test.txt).")
@@ -44,6 +44,7 @@ class AnalysisRun:
     caption_source: str | None
     jsonl: str
     image_summary: str = ""
+    reads_images: bool = False       # whether the model's tags depend on the images (else no heatmaps to show)
 
 
 def run_analysis(service: PredictService, split: str | None, images: str | None, checkpoint: str | None,
@@ -57,7 +58,10 @@ def run_analysis(service: PredictService, split: str | None, images: str | None,
     images_dir = _images_dir(images)
     try:
         tweets = read_conll(path)
-    except (ValueError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (it holds bytes that are not UTF-8 text): give a Twitter CoNLL "
+                        "split.") from None
+    except ValueError as err:
         raise UserError(f"{path} is not a Twitter CoNLL file: {err}") from err
     tweets = [t for t in tweets if t.tokens]
     if not tweets:
@@ -81,7 +85,7 @@ def run_analysis(service: PredictService, split: str | None, images: str | None,
     write_jsonl(result.rows, out)
     summary = report.summary() if predictor.config.use_image else "the checkpoint does not use images"
     return AnalysisRun(tweets, preds, result, str(images_dir) if images_dir else None, service.resolve(checkpoint),
-                       caption_source, str(out), summary)
+                       caption_source, str(out), summary, reads_images=predictor.reads_images)
 
 
 def error_table(rows: Sequence[dict], max_text: int = 90) -> list[list]:
@@ -118,7 +122,10 @@ def run_export(service: PredictService, data: str | None, images: str | None, ch
     images_dir = _images_dir(images)
     try:
         tweets = [t for t in read_tweets(path) if t.tokens]
-    except (ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (it holds bytes that are not UTF-8 text): give tweets as "
+                        "CoNLL, JSONL or CSV.") from None
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
         raise UserError(f"Cannot read tweets from {path}: {err}") from err
     if not tweets:
         raise UserError(f"{path} has no tweets.")

@@ -43,12 +43,18 @@ class ImageInput:
     data: bytes | None = None        # the uploaded file, byte for byte (the feature cache is keyed by its sha256)
     image: Any = None                # decoded RGB PIL image (EXIF orientation applied), scaled for display
     problem: str | None = None       # why the image cannot be used ("no image", "not a readable image (...)")
+    digest: str | None = None        # sha256 of `data`, computed once per upload (feature and caption caches' key)
+
+    @property
+    def usable(self) -> bytes | None:
+        """The bytes when the image can be used, else None."""
+        return self.data if self.problem is None else None
 
 
 def read_image_file(path: str | os.PathLike | None, max_mb: float = MAX_UPLOAD_MB) -> ImageInput:
     """The uploaded file -> bytes + a display copy, or the reason it cannot be used."""
     from ..heatmap import fit
-    from ..images import ImageError, decode_image
+    from ..images import ImageError, decode_image, sha256
 
     if not path:
         return ImageInput(problem="no image")
@@ -63,7 +69,7 @@ def read_image_file(path: str | os.PathLike | None, max_mb: float = MAX_UPLOAD_M
         image = decode_image(data, min_side=DISPLAY_SIDE)  # large JPEGs: decoded reduced, never under 512 px
     except ImageError as err:
         return ImageInput(data=data, problem=str(err))
-    return ImageInput(data=data, image=fit(image, DISPLAY_SIDE, min_side=DISPLAY_SIDE))
+    return ImageInput(data=data, image=fit(image, DISPLAY_SIDE, min_side=DISPLAY_SIDE), digest=sha256(data))
 
 
 
@@ -117,19 +123,28 @@ class PredictService:
         return spec
 
     def predictor(self, checkpoint: str | None = None, caption_source: str | None = None):
+        """The predictor of a checkpoint folder (default: the app's) with a caption source, loaded once."""
+        return self.load(self.resolve(checkpoint), self.caption_spec(caption_source))
+
+    def load(self, folder: str, spec: str | None):
+        """`predictor` for an already resolved folder and caption spec. A checkpoint loaded next to others shares
+        their image backbone and feature cache when it reads the same backbone."""
         from ..predict import Predictor
 
-        folder, spec = self.resolve(checkpoint), self.caption_spec(caption_source)
         key = (folder, spec)
         with self._load_lock:
             if key in self._predictors:
                 return self._predictors[key]
-            base = next((p for (f, _), p in self._predictors.items() if f == folder), None)
+            same = next((p for (f, _), p in self._predictors.items() if f == folder), None)
             try:
-                if base is None:
+                if same is not None:  # same weights, another caption source: share the model too
+                    pred = same.with_caption_source(spec)
+                else:
                     pred = Predictor.from_pretrained(folder, self.device, spec, self.cache_dir)
-                else:  # same weights, another caption source: share the model, the CNN and its feature cache
-                    pred = base.with_caption_source(spec)
+                    if self._predictors:
+                        first = next(iter(self._predictors.values()))
+                        pred = first.sharing_inputs(pred.model, pred.tokenizer, pred.name, pred.card, spec,
+                                                    pred.version)
             except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:
                 raise UserError(f"Cannot load the checkpoint {folder}: {err}") from err
             if pred.config.use_caption:
@@ -153,10 +168,12 @@ class PredictService:
 
         from PIL import Image
 
+        from ..images import sha256
+
         started = time.perf_counter()
         buf = io.BytesIO()
         Image.new("RGB", (64, 48), (128, 128, 128)).save(buf, "PNG")
-        image = ImageInput(data=buf.getvalue(), image=Image.new("RGB", (64, 48)))
+        image = ImageInput(data=buf.getvalue(), image=Image.new("RGB", (64, 48)), digest=sha256(buf.getvalue()))
         self.predict_tokens(["warm", "up"], image)
         with self._recent_lock:
             self._recent.clear()
@@ -174,15 +191,15 @@ class PredictService:
                        image_id: str | None = None) -> PredictResult:
         """image_id: the tweet's image id; by default one of the photo's content ("app-<12 hex>", or "app" without a
         photo), so tweets sent from the app keep their own image in Label Studio and in `pull --images`."""
-        predictor = self.predictor(checkpoint, caption_source)
+        from ..captioning.sources import CaptionSourceUnavailable
+
         folder, spec = self.resolve(checkpoint), self.caption_spec(caption_source)
+        predictor = self.load(folder, spec)
         override = (caption_override or "").strip() or None
         if override and len(override) > MAX_CHARS:
             raise UserError(f"The caption override has {len(override)} characters; at most {MAX_CHARS}.")
-        blob = image.data if image.problem is None else None
-        from ..images import sha256
-
-        digest = sha256(blob) if blob else None
+        blob = image.usable
+        digest = image.digest if blob else None
         image_id = image_id or (f"app-{digest[:12]}" if digest else "app")
         key = (folder, spec, digest, tuple(tokens), override, image_id)
         notes = override_notes(predictor.config, spec, override)
@@ -192,16 +209,14 @@ class PredictService:
             return self._result(recent[0], image, folder, spec, predictor, recent[1], notes, cached=True)
         started = time.perf_counter()
         try:
-            pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override)
+            pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override, digest)
         except ImportError as err:
             raise UserError(f"The caption source {spec or predictor.config.caption_source!r} is not available "
                             f"in this installation ({err}).") from err
+        except CaptionSourceUnavailable as err:
+            raise UserError(str(err)) from err
         except (ValueError, FileNotFoundError, OSError) as err:
             raise UserError(f"Prediction failed: {err}") from err
-        except RuntimeError as err:
-            if type(err).__name__ != "CaptionSourceUnavailable":
-                raise
-            raise UserError(str(err)) from err
         seconds = time.perf_counter() - started
         with self._recent_lock:
             self._recent.put(key, (pred, seconds))
@@ -235,7 +250,7 @@ def check_caption_source(predictor, spec: str | None) -> None:
     """Load the caption source now, so a bad one (`lstm:/nonexistent`, an unknown name) is refused with a message
     when it is chosen, not accepted and then silently producing no captions."""
     try:
-        predictor.inputs.captioner  # noqa: B018 - loads it
+        predictor.caption_source  # noqa: B018 - loads it
     except ImportError as err:
         raise UserError(f"The caption source {spec!r} is not available in this installation ({err}).") from None
     except (FileNotFoundError, ValueError, OSError, RuntimeError) as err:

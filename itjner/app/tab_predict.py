@@ -15,81 +15,97 @@ from .service import CAPTION_SOURCES, DEFAULT_SOURCE, PredictService
 from .widgets import raw_image
 
 
-def on_predict(service: PredictService, image, text, caption, checkpoint, caption_source):
+# The predict handler's outputs, in order; the API (`/predict`) returns them less the layout groups and the state.
+PREDICT_OUTPUTS = ("status", "caption", "entities", "words", "fix_message", "token", "source", "head", "heatmap",
+                   "legend", "maps", "map_note", "gate", "cap_group", "cap_word", "cap_heat", "cap_legend", "json",
+                   "state")
+PREDICT_API_OUTPUTS = tuple(name for name in PREDICT_OUTPUTS if name not in ("maps", "cap_group", "state"))
+
+
+def on_predict(service: PredictService, w: dict, image, text, caption, checkpoint, caption_source) -> dict:
+    """Tag the tweet; every output of the tab gets its new value (w: the tab's widgets by name)."""
     try:
         res = service.predict(text, image, caption, checkpoint, caption_source)
     except UserError as err:
-        return predict_problem(str(err))
+        return predict_problem(w, str(err))
     pred = res.prediction
     choices = ui.token_choices(pred)
     first = choices[0][1] if choices else None
     sources = ui.map_sources(pred)
     picture = res.image.image if res.uses_image else None
     heat = ui.render_heatmap(pred, picture, first, ui.MAP_Q, ui.MEAN_HEADS) if sources else None
-    state = {"pred": pred, "image": picture, "image_bytes": res.image.data if not res.image.problem else None,
+    state = {"pred": pred, "image": picture, "image_bytes": res.image.usable,
              "model_version": checkpoint_version(res.checkpoint), "entities": list(pred.entities),
-             "photo": res.photo_caption, "photo_image": res.image.image}
+             "photo": res.photo_caption, "photo_image": res.image.image, "model": Path(res.checkpoint).name,
+             "modalities": res.modalities}
     maps = bool(sources) and picture is not None
     gate = ui.gate_rows(pred) if picture is not None else None
-    return (
-        ui.status_message(res),
-        ui.caption_text(res),
-        entities_view(pred.tweet.tokens, pred.entities),
-        gr.update(choices=ui.word_choices(pred.tweet.tokens), value=[]),
-        "",
-        gr.update(choices=choices, value=first),
-        gr.update(choices=sources or [ui.MAP_Q], value=(sources or [ui.MAP_Q])[0]),
-        gr.update(choices=ui.head_choices(pred), value=ui.MEAN_HEADS),
-        ui.to_jpeg_file(heat.picture) if heat else None,
-        ui.heatmap_html(heat),
-        gr.update(visible=maps),
-        gr.update(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
-        gr.update(value=ui.gate_html(gate), visible=bool(gate)),
-        *caption_panel(res.photo_caption, res.image.image),
-        ui.prediction_json(pred, Path(res.checkpoint).name, res.modalities),
-        state,
-    )
+    return {
+        w["status"]: ui.status_message(res),
+        w["caption"]: ui.caption_text(res),
+        w["entities"]: entities_view(pred.tweet.tokens, pred.entities),
+        w["words"]: gr.update(choices=ui.word_choices(pred.tweet.tokens), value=[]),
+        w["fix_message"]: "",
+        w["token"]: gr.update(choices=choices, value=first),
+        w["source"]: gr.update(choices=sources or [ui.MAP_Q], value=(sources or [ui.MAP_Q])[0]),
+        w["head"]: gr.update(choices=ui.head_choices(pred), value=ui.MEAN_HEADS),
+        w["heatmap"]: ui.to_jpeg_file(heat.picture) if heat else None,
+        w["legend"]: ui.heatmap_html(heat),
+        w["maps"]: gr.update(visible=maps),
+        w["map_note"]: gr.update(value=ui.map_note(res, sources), visible=res.uses_image and not maps),
+        w["gate"]: gr.update(value=ui.gate_html(gate), visible=bool(gate)),
+        **caption_panel(w, res.photo_caption, res.image.image),
+        w["json"]: ui.prediction_json(pred, Path(res.checkpoint).name, res.modalities),
+        w["state"]: state,
+    }
 
 
-def caption_panel(photo, image) -> tuple:
+def caption_panel(w: dict, photo, image) -> dict:
     """The caption's words and the heatmap of the first: where the captioner looked for each word it wrote."""
     choices = ui.caption_word_choices(photo)
     heat = ui.render_caption_heatmap(photo, image, None) if choices else None
-    return (gr.update(visible=heat is not None), gr.update(choices=choices, value=choices[0][1] if choices else None),
-            ui.to_jpeg_file(heat.picture) if heat else None, ui.heatmap_html(heat))
+    return {w["cap_group"]: gr.update(visible=heat is not None),
+            w["cap_word"]: gr.update(choices=choices, value=choices[0][1] if choices else None),
+            w["cap_heat"]: ui.to_jpeg_file(heat.picture) if heat else None,
+            w["cap_legend"]: ui.heatmap_html(heat)}
 
 
 def entities_view(tokens, entities) -> dict:
     return gr.update(value=ui.highlight_value(tokens, entities), color_map=ui.colour_map(entities))
 
 
-def predict_problem(message: str):
+def predict_problem(w: dict, message: str) -> dict:
     """An input the app cannot tag: say why in the status line, clear the old results. API callers get
     {"error": message} as the JSON output."""
-    return (f"⚠️ **{md_escape(message)}**", "", None, gr.update(choices=[], value=[]), "",
-            gr.update(choices=[], value=None), gr.update(), gr.update(), None, "", gr.update(visible=False),
-            gr.update(visible=False), gr.update(value="", visible=False), gr.update(visible=False),
-            gr.update(choices=[], value=None), None, "", {"error": message}, None)
+    return {w["status"]: f"⚠️ **{md_escape(message)}**", w["caption"]: "", w["entities"]: None,
+            w["words"]: gr.update(choices=[], value=[]), w["fix_message"]: "",
+            w["token"]: gr.update(choices=[], value=None), w["heatmap"]: None, w["legend"]: "",
+            w["maps"]: gr.update(visible=False), w["map_note"]: gr.update(visible=False),
+            w["gate"]: gr.update(value="", visible=False), w["cap_group"]: gr.update(visible=False),
+            w["cap_word"]: gr.update(choices=[], value=None), w["cap_heat"]: None, w["cap_legend"]: "",
+            w["json"]: {"error": message}, w["state"]: None}
 
 
-def on_rerender(state, choice, source, head):
+def on_rerender(w: dict, state, choice, source, head) -> dict:
+    """Another word, attention map or head: redraw the heatmap."""
     if not state or state.get("image") is None:
-        return None, ""
+        return {w["heatmap"]: None, w["legend"]: ""}
     try:
         heat = ui.render_heatmap(state["pred"], state["image"], choice, source, head)
     except UserError as err:
         raise gr.Error(str(err), print_exception=False) from None
-    return (ui.to_jpeg_file(heat.picture) if heat else None), ui.heatmap_html(heat)
+    return {w["heatmap"]: ui.to_jpeg_file(heat.picture) if heat else None, w["legend"]: ui.heatmap_html(heat)}
 
 
-def on_caption_word(state, choice):
+def on_caption_word(w: dict, state, choice) -> dict:
+    """Another caption word: where the captioner looked when it wrote it."""
     if not state or state.get("photo") is None:
-        return None, ""
+        return {w["cap_heat"]: None, w["cap_legend"]: ""}
     try:
         heat = ui.render_caption_heatmap(state["photo"], state.get("photo_image"), choice)
     except UserError as err:
         raise gr.Error(str(err), print_exception=False) from None
-    return (ui.to_jpeg_file(heat.picture) if heat else None), ui.heatmap_html(heat)
+    return {w["cap_heat"]: ui.to_jpeg_file(heat.picture) if heat else None, w["cap_legend"]: ui.heatmap_html(heat)}
 
 
 def on_span_click(state, evt: gr.SelectData):
@@ -99,21 +115,24 @@ def on_span_click(state, evt: gr.SelectData):
     return gr.update(value=ui.words_of_span(state["pred"].tweet.tokens, state["entities"], evt.index, evt.value))
 
 
-def on_correct(state, words, etype, token):
-    """Apply one correction: the entities, the heatmap word list and what Send will deliver follow it."""
+def on_correct(w: dict, state, words, etype, token) -> dict:
+    """Apply one correction: the entities, the heatmap word list, the JSON and what Send will deliver follow it."""
     if not state:
-        return None, "Predict first: there is nothing to correct.", gr.update(), state
+        return {w["fix_message"]: "Predict first: there is nothing to correct."}
     pred = state["pred"]
     try:
         entities = ui.apply_correction(state["entities"], words, etype, len(pred.tweet.tokens))
     except UserError as err:
-        return gr.update(), f"⚠️ {md_escape(err)}", gr.update(), state
+        return {w["fix_message"]: f"⚠️ {md_escape(err)}"}
     state = {**state, "entities": entities}
     choices = ui.token_choices(pred, entities)
     keep = token if token in {value for _, value in choices} else None
     what = "removed" if etype == ui.NOT_AN_ENTITY else f"labelled {etype}"
-    return (entities_view(pred.tweet.tokens, entities), f"Corrected: {len(words)} word(s) {what}.",
-            gr.update(choices=choices, value=keep or choices[0][1]), state)
+    return {w["entities"]: entities_view(pred.tweet.tokens, entities),
+            w["fix_message"]: f"Corrected: {len(words)} word(s) {what}.",
+            w["token"]: gr.update(choices=choices, value=keep or choices[0][1]),
+            w["json"]: ui.prediction_json(pred, state.get("model", ""), state.get("modalities", ""), entities),
+            w["state"]: state}
 
 
 def caption_source_state(service: PredictService, checkpoint) -> dict:
@@ -127,13 +146,13 @@ def caption_source_state(service: PredictService, checkpoint) -> dict:
     return {"interactive": True, "info": "tags | given | lstm:<dir> | hf:<model id>"}
 
 
-def on_model(service: PredictService, checkpoint):
+def on_model(service: PredictService, w: dict, checkpoint) -> dict:
     """Another checkpoint picked: show its card, and whether it reads captions."""
     try:
         folder = service.resolve(checkpoint)
     except UserError as err:
-        return f"⚠️ {md_escape(err)}", gr.update()
-    return model_card_text(folder), gr.update(**caption_source_state(service, folder))
+        return {w["card"]: f"⚠️ {md_escape(err)}"}
+    return {w["card"]: model_card_text(folder), w["caption_source"]: gr.update(**caption_source_state(service, folder))}
 
 
 def on_send(state, url, key, project):
@@ -159,7 +178,7 @@ def input_column(service: PredictService, checkpoints: list[tuple[str, str]]) ->
     c = {"image": raw_image(label="Tweet image", sources=["upload", "clipboard"], height=300, elem_id="image-in"),
          "text": gr.Textbox(label="Tweet text (Ctrl+Enter to predict)", lines=3, max_lines=8, elem_id="tweet-text",
                             placeholder="e.g. Taylor Swift brought the house down at Madison Square Garden"),
-         "caption": gr.Textbox(label="Alt text / caption override (optional)", elem_id="caption-in",
+         "override": gr.Textbox(label="Alt text / caption override (optional)", elem_id="caption-in",
                                info="Used as the image's caption by the `given` caption source "
                                     "(and by sources that accept a given caption).")}
     with gr.Accordion("Model", open=False):
@@ -242,7 +261,7 @@ def label_studio_box() -> dict:
 
 def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str, str]], examples: list[list[str]]
           ) -> dict:
-    """Lay out and wire the tab; returns the model controls the other tabs share."""
+    """Lay out and wire the tab."""
     with gr.Row():
         with gr.Column(scale=5):
             c = input_column(service, checkpoints)
@@ -252,26 +271,26 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
             with gr.Accordion("Prediction as JSON", open=False):
                 raw = gr.JSON(label="prediction")
     if examples:  # below the results: on a phone the results come right after the Predict button
-        gr.Examples(examples=examples, inputs=[c["image"], c["text"], c["caption"]],
+        gr.Examples(examples=examples, inputs=[c["image"], c["text"], c["override"]],
                     label="Examples (procedurally drawn images)", elem_id="examples")
     state = gr.State()
     fix = r["correct"]
-    outputs = [r["status"], r["caption"], r["entities"], fix["words"], fix["message"], r["token"], r["source"],
-               r["head"], r["heatmap"], r["legend"], r["group"], r["map_note"], r["gate"], r["cap_group"], r["cap_word"], r["cap_heat"], r["cap_legend"], raw,
-               state]
-    inputs = [c["image"], c["text"], c["caption"], c["checkpoint"], c["caption_source"]]
+    w = {**c, **r, **{f"ls_{k}": v for k, v in ls.items()}, "words": fix["words"], "fix_message": fix["message"],
+         "fix_type": fix["type"], "maps": r["group"], "json": raw, "state": state}
+    outputs = [w[name] for name in PREDICT_OUTPUTS]
+    inputs = [w["image"], w["text"], w["override"], w["checkpoint"], w["caption_source"]]
     # many at once: concurrent requests reach the service together and are tagged in one model call
-    c["button"].click(partial(on_predict, service), inputs, outputs, api_name="predict", concurrency_limit=32)
-    for control in (r["token"], r["source"], r["head"]):
-        control.input(on_rerender, [state, r["token"], r["source"], r["head"]], [r["heatmap"], r["legend"]],
-                      api_name=False, concurrency_limit=8)
-    r["cap_word"].input(on_caption_word, [state, r["cap_word"]], [r["cap_heat"], r["cap_legend"]], api_name=False)
-    r["entities"].select(on_span_click, state, fix["words"], api_name=False)
-    c["checkpoint"].change(partial(on_model, service), c["checkpoint"], [c["card"], c["caption_source"]],
+    w["button"].click(partial(on_predict, service, w), inputs, outputs, api_name="predict", concurrency_limit=32)
+    for control in (w["token"], w["source"], w["head"]):
+        control.input(partial(on_rerender, w), [state, w["token"], w["source"], w["head"]],
+                      [w["heatmap"], w["legend"]], api_name=False, concurrency_limit=8)
+    w["cap_word"].input(partial(on_caption_word, w), [state, w["cap_word"]], [w["cap_heat"], w["cap_legend"]],
+                        api_name=False)
+    w["entities"].select(on_span_click, state, w["words"], api_name=False)
+    w["checkpoint"].change(partial(on_model, service, w), w["checkpoint"], [w["card"], w["caption_source"]],
                            api_name=False)
-    fix["apply"].click(on_correct, [state, fix["words"], fix["type"], r["token"]],
-                       [r["entities"], fix["message"], r["token"], state], api_name=False)
-    ls["send"].click(on_send, [state, ls["url"], ls["key"], ls["project"]], ls["status"], api_name=False)
-    ls["flush"].click(on_flush, [ls["url"], ls["key"]], ls["status"], api_name=False)
-    demo.load(on_load, None, ls["status"], api_name=False)
-    return {"checkpoint": c["checkpoint"], "caption_source": c["caption_source"]}
+    fix["apply"].click(partial(on_correct, w), [state, w["words"], w["fix_type"], w["token"]],
+                       [w["entities"], w["fix_message"], w["token"], w["json"], state], api_name=False)
+    w["ls_send"].click(on_send, [state, w["ls_url"], w["ls_key"], w["ls_project"]], w["ls_status"], api_name=False)
+    w["ls_flush"].click(on_flush, [w["ls_url"], w["ls_key"]], w["ls_status"], api_name=False)
+    demo.load(on_load, None, w["ls_status"], api_name=False)

@@ -107,8 +107,14 @@ def words_of_span(tokens: Sequence[str], entities: Sequence[Entity], index: Any,
     return []
 
 
-def prediction_json(pred: Prediction, model: str = "", modalities: str = "") -> dict:
-    return {"model": model, "modalities": modalities, **pred.to_json()}
+def prediction_json(pred: Prediction, model: str = "", modalities: str = "",
+                    corrected: Sequence[Entity] | None = None) -> dict:
+    """The prediction as the JSON panel shows it; after a correction, also the corrected entities (what "Send to
+    Label Studio" delivers as the annotation) beside the model's."""
+    out = {"model": model, "modalities": modalities, **pred.to_json()}
+    if corrected is not None and sorted(e.key() for e in corrected) != sorted(e.key() for e in pred.entities):
+        out["corrected_entities"] = [e.to_json(pred.tweet.tokens) for e in sorted(corrected, key=lambda e: e.start)]
+    return out
 
 
 def status_message(res: PredictResult) -> str:

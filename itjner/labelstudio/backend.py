@@ -28,9 +28,10 @@ from collections import deque
 from pathlib import Path
 
 from ..data import Tweet, tokenize
-from .client import _Secret
+from .client import Secret
 from .labelconfig import LabelConfigError, ProjectConfig, parse_label_config
 from .media import task_image
+from .tasks import entity_results
 from .trainjob import Trainer, TrainOptions
 
 log = logging.getLogger("itjner.backend")
@@ -72,7 +73,7 @@ class Backend:
         self.images_dir = images_dir
         self.url = url or os.environ.get("LABEL_STUDIO_URL")
         key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
-        self._key = _Secret(key) if key else None
+        self._key = Secret(key) if key else None
         self.train_every = int(train_every)
         self._new_annotations: dict[int, int] = {}
         self.problems: deque[str] = deque(maxlen=20)
@@ -108,7 +109,7 @@ class Backend:
         if not self.url and payload.get("hostname"):
             self.url = str(payload["hostname"])
         if self._key is None and payload.get("access_token"):
-            self._key = _Secret(str(payload["access_token"]))
+            self._key = Secret(str(payload["access_token"]))
         return {"model_version": self.model_version}
 
     def _note(self, problem: str) -> None:
@@ -164,15 +165,8 @@ class Backend:
         return out
 
     def _answer(self, pred, spans, text: str, cfg: ProjectConfig, version: str, task_id) -> dict:
-        result = []
-        for n, ent in enumerate(pred.entities):
-            label = cfg.label_for(ent.type)
-            if label is None:
-                continue
-            c0, c1 = spans[ent.start][0], spans[ent.end - 1][1]
-            result.append({"id": f"t{task_id}e{n}", "from_name": cfg.from_name, "to_name": cfg.to_name,
-                           "type": "labels", "score": float(ent.score or 0.0),
-                           "value": {"start": c0, "end": c1, "text": text[c0:c1], "labels": [label]}})
+        result = entity_results(pred.tweet.tokens, pred.entities, f"t{task_id}e", text=text, spans=spans,
+                                from_name=cfg.from_name, to_name=cfg.to_name, label_of=cfg.label_for)
         return {"result": result, "score": float(pred.score), "model_version": version}
 
     def webhook(self, payload: dict) -> dict:

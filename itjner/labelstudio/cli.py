@@ -87,9 +87,9 @@ def cmd_pull(args) -> int:
 
 
 def _task_id(task) -> int | None:
-    from .tasks import _as_dict
+    from .tasks import as_dict
 
-    return _as_dict(task).get("id")
+    return as_dict(task).get("id")
 
 
 def cmd_flush(args) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..data import Tweet
-from .tasks import (LABEL_CONFIG, _as_dict, _get, entity_results, map_entities, result_to_entities, scored_entities,
+from .tasks import (LABEL_CONFIG, as_dict, field_of, entity_results, map_entities, result_to_entities, scored_entities,
                     task_key_of, task_tokens, tweets_from_tasks)
 
 DEFAULT_URL = "http://localhost:8080"
@@ -39,7 +39,7 @@ class LabelStudioTimeout(LabelStudioUnavailable):
     reason = "timeout"
 
 
-class _Secret:
+class Secret:
     """Holds the API key; its repr never shows it (so `vars(client)`, debuggers and loggers do not either)."""
 
     __slots__ = ("value",)
@@ -96,7 +96,7 @@ class LabelStudioClient:
             raise LabelStudioAuthError(
                 f"no API key for Label Studio at {self.url}: set LABEL_STUDIO_API_KEY (Account & Settings > "
                 "Personal Access Token, or the legacy token)")
-        self._key = _Secret(key)
+        self._key = Secret(key)
         self.timeout = timeout
         self._sdk = None
 
@@ -162,7 +162,7 @@ class LabelStudioClient:
     def check(self) -> dict:
         """Who the key belongs to ({"id", "email"}); raises LabelStudioAuthError / LabelStudioUnavailable."""
         me = self._call(lambda: self.sdk.users.whoami())
-        return {"id": _get(me, "id"), "email": _get(me, "email")}
+        return {"id": field_of(me, "id"), "email": field_of(me, "email")}
 
     def create_project(self, title: str, label_config: str = LABEL_CONFIG) -> int:
         """A new project with the ITJNER labeling config; Label Studio wants a 3-50 character title."""
@@ -204,8 +204,8 @@ class LabelStudioClient:
     def existing_keys(self, project_id: int) -> dict[str, int]:
         """itjner_key -> task id for the tasks already in the project."""
         keys = {}
-        for task in sorted(self.list_tasks(project_id, full=False), key=lambda t: -int(_get(t, "id"))):
-            keys[task_key_of(task)] = int(_get(task, "id"))  # the oldest task of a tweet wins
+        for task in sorted(self.list_tasks(project_id, full=False), key=lambda t: -int(field_of(t, "id"))):
+            keys[task_key_of(task)] = int(field_of(task, "id"))  # the oldest task of a tweet wins
         return keys
 
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
@@ -213,7 +213,7 @@ class LabelStudioClient:
             return []
         resp = self._call(lambda: self.sdk.projects.import_tasks(id=int(project_id), request=tasks,
                                                                  return_task_ids=True))
-        ids = list(_get(resp, "task_ids") or [])
+        ids = list(field_of(resp, "task_ids") or [])
         if len(ids) != len(tasks):
             raise LabelStudioError(f"Label Studio at {self.url} created {len(ids)} of {len(tasks)} tasks")
         return [int(i) for i in ids]
@@ -222,7 +222,7 @@ class LabelStudioClient:
         """Create the tasks whose itjner_key is not in the project yet (in the given order); an existing task that
         has no prediction of this push's model version gets it (so a retrained model refreshes the spans), and the
         project's model version becomes it (Label Studio shows annotators that version's predictions)."""
-        existing = {task_key_of(t): _as_dict(t) for t in self.list_tasks(project_id)}
+        existing = {task_key_of(t): as_dict(t) for t in self.list_tasks(project_id)}
         result = PushResult()
         todo, seen, versions = [], set(), set()
         for task in tasks:
@@ -244,7 +244,7 @@ class LabelStudioClient:
         return result
 
     def _refresh(self, server_task: dict, task: dict, result: PushResult) -> None:
-        have = {_get(p, "model_version") for p in server_task.get("predictions") or []}
+        have = {field_of(p, "model_version") for p in server_task.get("predictions") or []}
         tokens = task_tokens(server_task.get("data") or {})
         task_id = int(server_task["id"])
         for pred in task.get("predictions") or []:
@@ -262,7 +262,7 @@ class LabelStudioClient:
 
         path = str(Path(folder).resolve())
         storages = self._call(lambda: list(self.sdk.import_storage.local.list(project=int(project_id))))
-        if any(_get(st, "path") == path for st in storages):
+        if any(field_of(st, "path") == path for st in storages):
             return
         self._call(lambda: self.sdk.import_storage.local.create(project=int(project_id), path=path,
                                                                 title="itjner images", use_blob_urls=True))
@@ -273,10 +273,10 @@ class LabelStudioClient:
         return self._key.value
 
     def task_data(self, task_id: int) -> dict:
-        return dict(_get(self._call(lambda: self.sdk.tasks.get(id=int(task_id))), "data") or {})
+        return dict(field_of(self._call(lambda: self.sdk.tasks.get(id=int(task_id))), "data") or {})
 
     def annotations(self, task_id: int) -> list[dict]:
-        return [_as_dict(a) for a in self._call(lambda: list(self.sdk.annotations.list(id=int(task_id))))]
+        return [as_dict(a) for a in self._call(lambda: list(self.sdk.annotations.list(id=int(task_id))))]
 
     def add_correction(self, task_id: int, tokens: Sequence[str], entities, from_tokens: Sequence[str]) -> str:
         """Add the correction as an annotation of an existing task unless one with the same entities is there

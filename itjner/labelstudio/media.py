@@ -100,16 +100,16 @@ def local_image_urls(tweets, images_dir, document_root) -> dict[str, str]:
 def save_images(tasks, out_dir, base_url: str | None, token: str | None) -> tuple[int, list[str]]:
     """Write each task's image as `<out_dir>/<image_id>.jpg` (the name `itjner train --images` reads); returns
     (written, problems)."""
-    from .tasks import _as_dict
+    from .tasks import as_dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written, problems = 0, []
     for task in tasks:
-        data = _as_dict(task).get("data") or {}
+        data = as_dict(task).get("data") or {}
         blob, problem = task_image(data, base_url, token)
         if problem:
-            problems.append(f"task {_as_dict(task).get('id')}: {problem}")
+            problems.append(f"task {as_dict(task).get('id')}: {problem}")
         if blob and data.get("image_id") is not None:
             name = Path(str(data["image_id"])).name  # an image id never escapes the folder
             (out / f"{name}.jpg").write_bytes(blob)

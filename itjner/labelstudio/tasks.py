@@ -29,7 +29,7 @@ import io
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..data import ENTITY_TYPES, Entity, Prediction, Tweet, char_offsets, entities_to_bio
 
@@ -137,17 +137,24 @@ def image_data_url(data: bytes | None) -> tuple[str, str | None]:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", None
 
 
-def entity_results(tokens: Sequence[str], entities: Iterable[Entity], id_prefix: str = "e") -> list[dict]:
-    """One Label Studio `labels` region per entity, over the characters of its words in " ".join(tokens)."""
-    offsets = char_offsets(tokens)
-    text = " ".join(tokens)
+def entity_results(tokens: Sequence[str], entities: Iterable[Entity], id_prefix: str = "e", *, text: str | None = None,
+                   spans: Sequence[tuple[int, int]] | None = None, from_name: str = FROM_NAME, to_name: str = TO_NAME,
+                   label_of: Callable[[str], str | None] = str) -> list[dict]:
+    """One Label Studio `labels` region per entity, over the characters of its words: in " ".join(tokens) by default,
+    or in `text` where `spans` gives each token's character span (a task's own text, as the ML backend answers).
+    `label_of` maps an entity type to the project's label (None: the project has no label for it; left out)."""
+    if spans is None:
+        spans, text = char_offsets(tokens), " ".join(tokens)
     results = []
     for i, ent in enumerate(sorted(entities, key=lambda e: (e.start, e.end))):
         if not (0 <= ent.start < ent.end <= len(tokens)):
             raise ValueError(f"entity {ent} outside the tweet's {len(tokens)} tokens")
-        c0, c1 = offsets[ent.start][0], offsets[ent.end - 1][1]
-        item = {"id": f"{id_prefix}{i}", "from_name": FROM_NAME, "to_name": TO_NAME, "type": "labels",
-                "value": {"start": c0, "end": c1, "text": text[c0:c1], "labels": [ent.type]}}
+        label = label_of(ent.type)
+        if label is None:
+            continue
+        c0, c1 = spans[ent.start][0], spans[ent.end - 1][1]
+        item = {"id": f"{id_prefix}{i}", "from_name": from_name, "to_name": to_name, "type": "labels",
+                "value": {"start": c0, "end": c1, "text": text[c0:c1], "labels": [label]}}
         if ent.score is not None:
             item["score"] = float(ent.score)
         results.append(item)
@@ -216,14 +223,16 @@ def export_tasks_json(predictions: Sequence[Prediction], images_dir, model_versi
 
 
 # -------------------------------------------------------------------------------------------------- annotations
-def _get(obj: Any, name: str, default=None):
+def field_of(obj: Any, name: str, default=None):
+    """A field of an SDK object or of its JSON dict (the SDK returns models, exports and tests give dicts)."""
     if isinstance(obj, dict):
         return obj.get(name, default)
     value = getattr(obj, name, default)
     return default if value is None else value
 
 
-def _as_dict(obj: Any) -> dict:
+def as_dict(obj: Any) -> dict:
+    """An SDK object (pydantic model) or a dict, as a dict."""
     if isinstance(obj, dict):
         return obj
     if hasattr(obj, "model_dump"):
@@ -251,7 +260,7 @@ def scored_entities(tokens: Sequence[str], result: Iterable[dict]) -> list[Entit
     for item in result:
         ents = result_to_entities(tokens, [item])
         if ents:
-            out.append(Entity(ents[0].start, ents[0].end, ents[0].type, _as_dict(item).get("score")))
+            out.append(Entity(ents[0].start, ents[0].end, ents[0].type, as_dict(item).get("score")))
     return out
 
 
@@ -262,7 +271,7 @@ def result_to_entities(tokens: Sequence[str], result: Iterable[dict], problems: 
     offsets = char_offsets(tokens)
     spans = []
     for item in result:
-        item = _as_dict(item)
+        item = as_dict(item)
         value = item.get("value") or {}
         labels = value.get("labels") or []
         if item.get("type") != "labels" or item.get("from_name", FROM_NAME) != FROM_NAME or not labels:
@@ -307,7 +316,7 @@ def _timestamp(value) -> float:
 
 def latest_annotation(annotations: Iterable[Any]) -> dict | None:
     """The most recently updated annotation that was not skipped (cancelled); None if there is none."""
-    live = [_as_dict(a) for a in annotations or []]
+    live = [as_dict(a) for a in annotations or []]
     live = [a for a in live if not a.get("was_cancelled")]
     if not live:
         return None
@@ -316,7 +325,7 @@ def latest_annotation(annotations: Iterable[Any]) -> dict | None:
 
 def tweet_from_task(task: Any) -> Tweet | None:
     """The tweet of one exported/listed task with BIO tags from its latest annotation (None if not annotated)."""
-    task = _as_dict(task)
+    task = as_dict(task)
     ann = latest_annotation(task.get("annotations"))
     if ann is None:
         return None
@@ -337,11 +346,11 @@ def tweet_from_task(task: Any) -> Tweet | None:
 def task_key_of(task: Any) -> str:
     """A task's tweet identity, computed from what it holds (image id and tokens/text), so tasks made by older
     versions (whose stored `itjner_key` also hashed the correction) or elsewhere are recognised too."""
-    data = _as_dict(task).get("data") or {}
+    data = as_dict(task).get("data") or {}
     try:
         return compute_task_key(str(data.get("image_id", "")), task_tokens(data))
     except ValueError:
-        return data.get("itjner_key") or f"task-{_as_dict(task).get('id')}"
+        return data.get("itjner_key") or f"task-{as_dict(task).get('id')}"
 
 
 def tweets_from_tasks(tasks: Iterable[Any]) -> tuple[list[Tweet], int]:
@@ -351,7 +360,7 @@ def tweets_from_tasks(tasks: Iterable[Any]) -> tuple[list[Tweet], int]:
     best: dict[str, tuple[float, Tweet]] = {}
     order: list[str] = []
     merged = 0
-    for task in sorted((_as_dict(t) for t in tasks), key=lambda t: int(t.get("id") or 0)):
+    for task in sorted((as_dict(t) for t in tasks), key=lambda t: int(t.get("id") or 0)):
         tweet = tweet_from_task(task)
         if tweet is None:
             continue

@@ -1,4 +1,4 @@
-"""The demo app's logic (itjner/app_ui.py, itjner/heatmap.py) and its Gradio API, in process, on a tiny checkpoint
+"""The demo app's logic (itjner/app/, itjner/heatmap.py) and its Gradio API, in process, on a tiny checkpoint
 trained here in seconds (random backbones, so the numbers mean nothing; the plumbing is what is tested)."""
 import io
 import json
@@ -290,11 +290,15 @@ def live_app(service):
 def test_gradio_api_predict(live_app):
     from gradio_client import Client, handle_file
 
+    from itjner.app.tab_predict import PREDICT_API_OUTPUTS
+
+    def predict(*args):
+        return dict(zip(PREDICT_API_OUTPUTS, client.predict(*args, api_name="/predict"), strict=True))
+
     client = Client(live_app, verbose=False)
-    out = client.predict(handle_file(str(EXAMPLES / "stage.jpg")), f"Obama visits Paris {XSS}", "", None,
-                         "default", api_name="/predict")
-    status, highlighted, raw = out[0], out[2], out[-1]
-    token, heat, legend = out[5], out[8], out[9]
+    out = predict(handle_file(str(EXAMPLES / "stage.jpg")), f"Obama visits Paris {XSS}", "", None, "default")
+    status, highlighted, raw = out["status"], out["entities"], out["json"]
+    token, heat, legend = out["token"], out["heatmap"], out["legend"]
     assert "linear-gradient" in legend and "&lt;img" not in legend  # the legend names the first entity
     assert "entit" in status and "Image not used" not in status
     assert raw["tokens"][3:] == ["<img", "src=x", "onerror=alert(1)>"]
@@ -302,12 +306,12 @@ def test_gradio_api_predict(live_app):
     assert text == " ".join(raw["tokens"])
     assert Path(heat).is_file() and Image.open(heat).size[0] > 300
     assert [c[1] for c in token["choices"]][-1] == f"w:{len(raw['tokens']) - 1}"
-    out = client.predict(None, "  ", "", None, "default", api_name="/predict")
-    assert "Type the tweet" in out[0] and "Type the tweet" in out[-1]["error"]
-    out = client.predict(None, "Obama", "", str(EXAMPLES), "default", api_name="/predict")
-    assert "not an ITJNER checkpoint" in out[-1]["error"]
-    out = client.predict(None, "a " * 1200, "", None, "default", api_name="/predict")
-    assert "at most 2000" in out[-1]["error"]
+    out = predict(None, "  ", "", None, "default")
+    assert "Type the tweet" in out["status"] and "Type the tweet" in out["json"]["error"]
+    out = predict(None, "Obama", "", str(EXAMPLES), "default")
+    assert "not an ITJNER checkpoint" in out["json"]["error"]
+    out = predict(None, "a " * 1200, "", None, "default")
+    assert "at most 2000" in out["json"]["error"]
 
 
 def test_gradio_api_analyse_and_export(live_app, tmp_path):
@@ -318,20 +322,23 @@ def test_gradio_api_analyse_and_export(live_app, tmp_path):
     split = tmp_path / "test.txt"
     write_conll(synthetic_tweets(5, 3), split)
     client = Client(live_app, verbose=False)
-    summary, scores, confusion, table, jsonl = client.predict(str(split), str(EXAMPLES), None, "default",
-                                                              "overlap", api_name="/analyse")
-    assert "5 tweets" in summary and scores["headers"][:4] == ["type", "P", "R", "F1"]
-    assert len(Path(jsonl).read_text().splitlines()) == 5
+    from itjner.app.tab_analysis import ANALYSE_API_OUTPUTS
+
+    def analyse(*args):
+        return dict(zip(ANALYSE_API_OUTPUTS, client.predict(*args, api_name="/analyse"), strict=True))
+
+    out = analyse(str(split), str(EXAMPLES), None, "overlap")
+    assert "5 tweets" in out["summary"] and out["scores"]["headers"][:4] == ["type", "P", "R", "F1"]
+    assert len(Path(out["jsonl"]).read_text().splitlines()) == 5
     # a failed run says why in the tab's status line (not a vanishing toast) and leaves no stale results behind
-    summary, scores, confusion, table, jsonl = client.predict(str(tmp_path / "missing.txt"), "", None,
-                                                              "default", "exact", api_name="/analyse")
-    assert "No CoNLL file" in summary and jsonl is None and confusion is None and not table["data"]
+    out = analyse(str(tmp_path / "missing.txt"), "", None, "exact")
+    assert "No CoNLL file" in out["summary"] and out["jsonl"] is None and out["confusion"] is None
+    assert not out["table"]["data"]
     tweets = tmp_path / "tweets.csv"
     tweets.write_text("id,text\nmap,Flooding in London tonight\nstage,Drake live tonight\n")
-    path, message = client.predict(str(tweets), "", None, "default", "uncertainty", api_name="/export")
+    path, message = client.predict(str(tweets), "", None, "uncertainty", api_name="/export")
     assert len(json.loads(Path(path).read_text())) == 2 and "2 task(s)" in message
-    path, message = client.predict(str(tmp_path / "nope.csv"), "", None, "default", "file",
-                                   api_name="/export")
+    path, message = client.predict(str(tmp_path / "nope.csv"), "", None, "file", api_name="/export")
     assert path is None and "No file at" in message and "task(s)" not in message
 
 
@@ -341,8 +348,9 @@ def test_path_tabs_off_on_public_interface(service):
 
     demo = app_module.build_demo(service, server_paths=False)
     fn = next(d.fn for d in demo.fns.values() if d.api_name == "analyse")
-    summary, *rest = fn("/etc/passwd", "", None, None, "exact")
-    assert "allow\\-server\\-paths" in summary and rest[3] is None  # no results file (Markdown-escaped message)
+    out = {block.elem_id: value for block, value in fn("/etc/passwd", "", None, "exact").items()}
+    # the message (Markdown-escaped) in the tab's status line, and no results file
+    assert "allow\\-server\\-paths" in out["analysis-summary"] and out["analysis-jsonl"] is None
 
 
 def test_cli_refuses_missing_checkpoint(tmp_path, capsys):
@@ -359,7 +367,7 @@ def test_caption_sources_and_override(service):
     from itjner.app import messages, service as app_service
 
     if not service.predictor().config.use_caption:
-        pytest.skip("itjner.caption_sources is absent: the tiny checkpoint was trained without captions")
+        pytest.skip("itjner.captioning.sources is absent: the tiny checkpoint was trained without captions")
     image = str(EXAMPLES / "emblem.jpg")
     given = service.predict("Arsenal unveil new crest", image, "a red and blue crest")
     assert given.prediction.caption == "a red and blue crest" and not given.notes

@@ -1,4 +1,4 @@
-"""The Label Studio loop against a real Label Studio 1.23.2 server (tests/conftest_ls.py starts it on 127.0.0.1).
+"""The Label Studio loop against a real Label Studio 1.23.2 server (tests/fixtures/labelstudio_server.py starts it on 127.0.0.1).
 
 Unit tests at the top need no server; the rest use the `ls_server` fixtures and fail with a clear message when the
 server executable is missing under CI=true (skip otherwise).

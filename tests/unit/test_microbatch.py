@@ -14,7 +14,7 @@ class SpyPredictor:
     def __init__(self, delay=0.05):
         self.batches, self.delay = [], delay
 
-    def predict(self, tweets, images, given_captions, details):
+    def predict(self, tweets, images, given_captions, details, digests=None):
         self.batches.append(len(tweets))
         time.sleep(self.delay)
         if any(t.tokens[0] == "boom" for t in tweets):

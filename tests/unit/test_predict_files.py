@@ -48,8 +48,10 @@ def test_rerun_skips_done_rows_and_recovers_a_torn_line(tmp_path, tiny_ckpt, twe
     assert set(row) >= {"index", "image_id", "tokens", "tags", "entities", "score"}
 
 
-def test_predict_precision_bf16_autocasts_on_cpu_and_auto_stays_exact(tmp_path, tiny_ckpt, tweets_file, monkeypatch):
-    from itjner import cli
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_precision_auto_is_bf16_only_on_cpus_that_compute_it(tmp_path, tiny_ckpt, tweets_file, monkeypatch,
+                                                               native_bf16):
+    from itjner import cli, predict
 
     seen = []
     real = ITJNERModel.forward
@@ -59,12 +61,13 @@ def test_predict_precision_bf16_autocasts_on_cpu_and_auto_stays_exact(tmp_path, 
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(ITJNERModel, "forward", spy)
-    for precision in ("bf16", "auto"):
+    monkeypatch.setattr(predict, "cpu_has_bf16", lambda: native_bf16)
+    for precision, autocast in (("bf16", True), ("fp32", False), ("auto", native_bf16)):
         out = tmp_path / f"{precision}.jsonl"
         assert cli.main(["predict", "--data", str(tweets_file), "--checkpoint", str(tiny_ckpt), "--out", str(out),
                          "--device", "cpu", "--precision", precision]) == 0
         assert len(out.read_text().splitlines()) == 37
-        assert seen and set(seen) == {precision == "bf16"}
+        assert seen and set(seen) == {autocast}, precision
         seen.clear()
     with pytest.raises(ValueError, match="precision must be one of"):
         Predictor.from_pretrained(tiny_ckpt, precision="fp16")
