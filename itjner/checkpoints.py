@@ -91,25 +91,19 @@ DEFAULT_CAPTIONER = REPO / "assets" / "captioner-flickr8k"  # the paper's captio
 DEFAULT_CAPTION_SPEC = "lstm:assets/captioner-flickr8k"
 
 
-_VERSIONS: dict[tuple, str] = {}
-
-
 def checkpoint_version(folder: str | os.PathLike) -> str:
-    """`<folder name>-<first 8 hex of sha256(model.safetensors)>`: two different checkpoints never share it, a
-    copied or renamed-back checkpoint keeps it. Cached per (path, size, mtime) so a process hashes a file once."""
+    """`<folder name>-<first 8 hex of sha256 of its weights>` (model.safetensors, and the adapter's weights when it
+    has one): two different checkpoints never share it, a copied or renamed-back checkpoint keeps it."""
     import hashlib
 
+    from .adapters import adapter_files
+    from .caching import file_sha256
+
     folder = Path(folder)
-    weights = folder / "model.safetensors"
+    files = [folder / "model.safetensors"] + adapter_files(folder)
     try:
-        stat = weights.stat()
+        digests = [file_sha256(path) for path in files]
     except OSError:
         return folder.name
-    cache_key = (str(weights.resolve()), stat.st_size, stat.st_mtime_ns)
-    if cache_key not in _VERSIONS:
-        digest = hashlib.sha256()
-        with open(weights, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _VERSIONS[cache_key] = f"{folder.name}-{digest.hexdigest()[:8]}"
-    return _VERSIONS[cache_key]
+    digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
+    return f"{folder.name}-{digest[:8]}"

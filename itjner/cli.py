@@ -44,6 +44,7 @@ def cmd_train(args) -> int:
         model_cfg.fusion_ffn_mult = args.fusion_ffn_mult
     if args.dropout is not None:
         model_cfg.dropout = args.dropout
+    model_cfg.adapter = adapter_choice(args, model_cfg.adapter)
     result = train(model_cfg, train_cfg, args.data, args.out, images_dir=args.images, device=args.device,
                    random_init=args.random_init, limit=args.limit, test=not args.no_test,
                    caption_source=args.caption_source, init_from=args.init_from, add_train=args.add_train or (),
@@ -55,6 +56,29 @@ def cmd_train(args) -> int:
     dev = result["best_dev"]["overall"]
     print(f"best dev P {dev['precision']:.2f} R {dev['recall']:.2f} F1 {dev['f1']:.2f}; checkpoint in {args.out}")
     return 0
+
+
+LORA_FLAGS = {"lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout", "lora_targets": "target_modules"}
+
+
+def adapter_choice(args, preset_adapter: dict | None) -> dict | None:
+    """The LoRA settings a training uses: the preset's, `--adapter lora|none`, and the --lora-* flags over them."""
+    from .adapters import LoraSettings
+
+    flags = [flag for flag in LORA_FLAGS if getattr(args, flag, None) is not None]
+    given = {LORA_FLAGS[flag]: getattr(args, flag) for flag in flags}
+    if args.adapter == "none":
+        if flags:
+            raise ValueError(f"--{flags[0].replace('_', '-')} sets up a LoRA adapter, but --adapter none fine-tunes "
+                             "the whole encoder: drop one of them")
+        return None
+    if args.adapter is None and preset_adapter is None and not given:
+        return None
+    settings = {**(preset_adapter or {}), **given}
+    targets = settings.get("target_modules")
+    if isinstance(targets, str) and targets != "all-linear":  # peft reads any other string as a regular expression
+        settings["target_modules"] = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraSettings.from_dict(settings).to_dict()
 
 
 def _annotate_card(folder, command: str) -> None:
@@ -73,7 +97,8 @@ def cmd_evaluate(args) -> int:
     from .images import ImageReport
     from .metrics import format_scores
     from .predict import Predictor
-    from .train import evaluate_tweets, split_path
+    from .data import split_path
+    from .train import evaluate_tweets
 
     predictor = Predictor.from_pretrained(args.checkpoint, args.device, args.caption_source, precision=args.precision)
     tweets = read_conll(split_path(args.data, args.split))
@@ -101,8 +126,8 @@ def cmd_predict(args) -> int:
 def _add_precision(parser: argparse.ArgumentParser) -> None:
     """--precision, checked by the Predictor (predict.PRECISIONS): a bad name is a one-line error, exit code 2."""
     parser.add_argument("--precision", default="auto",
-                        help="auto (default): bf16 autocast on GPU, exact fp32 on CPU; fp32; bf16: autocast on the "
-                             "CPU too (faster on CPUs with AVX512-BF16/AMX, may change a few tags)")
+                        help="auto (default): bf16 autocast on GPU and on CPUs with AVX512-BF16/AMX, exact fp32 on "
+                             "other CPUs; fp32; bf16 (autocast on any device)")
 
 
 def _add_train_parser(sub) -> None:
@@ -153,6 +178,16 @@ def _add_train_model_switches(g) -> None:
                    help="FFN width (x hidden) of the multimodal blocks (default: the preset's; lite 1, paper 4)")
     g.add_argument("--caption-source", help="tags | given:<jsonl> | lstm:<dir> | hf:<model> (default: preset's)")
     g.add_argument("--dropout", type=float, help="dropout of the new layers (default: the preset's, 0.1)")
+    g.add_argument("--adapter", choices=["lora", "none"],
+                   help="lora: train LoRA adapters on the frozen text encoder (the checkpoint stores only them and "
+                        "the encoder weights' hash); none: fine-tune the whole encoder (default: the preset's; "
+                        "base: lora, others: none)")
+    g.add_argument("--lora-r", type=positive_int, metavar="RANK", help="LoRA rank (base preset: 16)")
+    g.add_argument("--lora-alpha", type=positive_int, help="LoRA alpha; the update is scaled by alpha / rank (32)")
+    g.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (0.1)")
+    g.add_argument("--lora-targets", metavar="NAMES",
+                   help="comma-separated linear layers of the encoder that get adapters, e.g. q,k,v,o "
+                        "(default all-linear: every one)")
 
 
 def _add_train_schedule(g) -> None:
@@ -165,7 +200,21 @@ def _add_train_schedule(g) -> None:
     g.add_argument("--ema", type=float, metavar="DECAY",
                    help="evaluate and save an exponential moving average of the weights (e.g. 0.995; default off)")
     g.add_argument("--warmup", type=float)
+    g.add_argument("--adapter-lr", type=float, help="learning rate of the encoder's LoRA adapters (default 5e-4)")
+    g.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="bf16: autocast in training steps, ~1.6x faster on CPUs with AVX512-BF16/AMX (default: the "
+                        "preset's; base: bf16, others: fp32)")
     g.add_argument("--seed", type=int)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

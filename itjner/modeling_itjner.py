@@ -2,7 +2,7 @@
 
     text  S --text encoder--> T --self-attn--> R
     image I --frozen CNN (cached, images.py)--> U (49 x C) --W_u--> V --self-attn--> W
-    caption L (caption_sources.py) --same text encoder--> C --self-attn--> O
+    caption L (captioning/sources.py) --same text encoder--> C --self-attn--> O
     (R, O, W) --collaborative interaction (modeling_fusion.py)--> A = [H ; G] --CRF--> tags
 
 The CRF runs over words: A is read at each word's first sub-token (the field's convention; the remaining
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbones import load_text_encoder
+from .backbones import HUB_IDS, check_weights, load_text_encoder, weights_identity
 from .checkpoints import require_checkpoint
 from .configuration_itjner import ITJNERConfig
 from .modeling_attention import SelfAttentionLayer
@@ -167,8 +167,17 @@ class ITJNERModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: ITJNERConfig, random_init: bool = False) -> "ITJNERModel":
-        """A new model with the pretrained text encoder named in the config (random weights only when asked)."""
-        return cls(config, load_text_encoder(config.text_encoder, random_init=random_init))
+        """A new model with the pretrained text encoder named in the config (random weights only when asked), with
+        fresh LoRA adapters on it when the config has `adapter` (the weights' identity is recorded then)."""
+        encoder = load_text_encoder(config.text_encoder, random_init=random_init)
+        if config.adapter:
+            from .adapters import LoraSettings, add_adapter
+
+            identity = None if random_init else weights_identity(config.text_encoder)
+            config = replace(config, text_encoder_weights=identity)
+            encoder = add_adapter(encoder, LoraSettings.from_dict(config.adapter),
+                                  HUB_IDS.get(config.text_encoder, config.text_encoder))
+        return cls(config, encoder)
 
     # ------------------------------------------------------------------------------------------------- forward
     def forward(self, batch: dict, labels: torch.Tensor | None = None, output_attentions: bool = False):
@@ -215,30 +224,39 @@ class ITJNERModel(nn.Module):
     # ------------------------------------------------------------------------------------------- save / load
     def save_pretrained(self, folder: str | Path, card: dict | None = None, dtype: torch.dtype | None = None) -> None:
         """config.json + model.safetensors (+ README.md model card). The frozen image backbone is not stored: it is
-        re-loaded by name. `dtype=torch.float16` halves the file."""
+        re-loaded by name; nor is a frozen or adapted text encoder (its adapter goes to encoder_adapter/, see
+        adapters.py). `dtype=torch.float16` halves the files."""
         from safetensors.torch import save_file
 
+        from .adapters import has_adapter, save_adapter
         from .model_card import write_model_card
 
+        if self.config.adapter and not has_adapter(self.text.encoder):
+            raise ValueError("this model's adapter was merged into the encoder (from_pretrained(merge=True), for "
+                             "inference): load it with merge=False to save it again")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.config.save(folder)
         state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                  for k, v in self.state_dict().items() if not self._reloadable_by_name(k)}
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        if self.config.adapter:
+            save_adapter(self.text.encoder, folder, HUB_IDS.get(self.config.text_encoder, self.config.text_encoder),
+                         dtype)
         if card is not None:
             (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
             write_model_card(folder, self.config, card)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu") -> "ITJNERModel":
+    def from_pretrained(cls, folder: str | Path, device: str | torch.device = "cpu", merge: bool = True
+                        ) -> "ITJNERModel":
+        """merge: fold a LoRA adapter into the encoder's weights (inference); False keeps it apart and trainable."""
         from safetensors.torch import load_file
 
         folder = Path(folder)
         require_checkpoint(folder)
         config = ITJNERConfig.load(folder)
-        # A frozen encoder is not stored: it comes back, pretrained, by name.
-        model = cls.from_config(config) if config.freeze_text_encoder else cls(config)
+        model = cls(config, cls._stored_apart(config, folder, merge))
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(folder / "model.safetensors")).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not model._reloadable_by_name(k)]
@@ -247,6 +265,24 @@ class ITJNERModel(nn.Module):
                              f"unexpected {unexpected[:3]})")
         return model.to(device).eval()
 
+    @staticmethod
+    def _stored_apart(config: ITJNERConfig, folder: Path, merge: bool) -> nn.Module | None:
+        """The text encoder of a checkpoint that does not store it (frozen, or adapted: it comes back pretrained, by
+        name, after its weights' hash is checked, with the adapter on it); None when the checkpoint stores it."""
+        if not (config.adapter or config.freeze_text_encoder):
+            return None
+        if config.text_encoder_weights:
+            check_weights(config.text_encoder_weights)
+        elif config.adapter:
+            raise ValueError(f"{folder}: its adapter was trained over random encoder weights (a benchmark run); "
+                             "it cannot be loaded")
+        encoder = load_text_encoder(config.text_encoder)
+        if config.adapter:
+            from .adapters import load_adapter
+
+            encoder = load_adapter(encoder, folder, merge)
+        return encoder
+
     def _reloadable_by_name(self, key: str) -> bool:
-        return self.config.freeze_text_encoder and key.startswith("text.encoder.")
+        return bool(self.config.freeze_text_encoder or self.config.adapter) and key.startswith("text.encoder.")
 

