@@ -122,6 +122,7 @@ def test_missing_mpnet_weights_say_how_to_install(tmp_path, monkeypatch):
         backbones.check_weights({"name": "mpnet-base", "file": "model.safetensors", "sha256": "0" * 64})
 
 
+@pytest.mark.slow  # trains
 def test_training_an_adapter_keeps_the_encoder_and_fine_tuning_it_again_stays_small(encoder, tmp_path):
     from itjner.data import write_conll
     from itjner.train import train

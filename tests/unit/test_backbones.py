@@ -1,10 +1,15 @@
-"""The offline text-encoder aliases: the `base` preset's MPNet comes as a zip split over five wheels."""
+"""Backbones by name: the offline text-encoder aliases (the `base` preset's MPNet comes as a zip split over five
+wheels), the image grid encoders (7x7 regions, row-major, pretrained), and the hub-only ones failing clearly."""
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from itjner import backbones
+from itjner.backbones import BackboneUnavailable, load_image_backbone, load_text_encoder
 from itjner.configuration_itjner import PRESETS, preset
 
 
@@ -59,3 +64,65 @@ def test_base_preset_is_lite_with_the_mpnet_encoder():
     assert base.text_encoder == "mpnet-base" and base.hidden_size == 768
     assert (base.image_backbone, base.word_shape) == (lite.image_backbone, lite.word_shape)
     assert preset("lite")[1].crf_lr == preset("base")[1].crf_lr == 5e-2
+
+
+def test_lite_preset_loads_offline_with_7x7_grid_features():
+    cfg, _ = preset("lite")
+    backbone = load_image_backbone(cfg.image_backbone)
+    x = backbone.preprocess(Image.new("RGB", (320, 200), "white"))[None]
+    feats = backbone.features(x)
+    assert feats.shape == (1, 49, cfg.image_dim)
+    encoder = load_text_encoder(cfg.text_encoder)
+    assert encoder.config.hidden_size == cfg.hidden_size
+
+
+def test_preprocess_resizes_to_the_backbone_square_and_normalises_per_channel():
+    backbone = load_image_backbone("efficientnet-lite0")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 160, 3), dtype=np.uint8))
+    x = backbone.preprocess(img)
+    resized = np.asarray(img.resize((224, 224), Image.BICUBIC), dtype=np.float64) / 255
+    mean, std = np.array(backbone.spec.mean), np.array(backbone.spec.std)
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    assert np.allclose(x.permute(1, 2, 0).numpy(), (resized - mean) / std, atol=1e-6)
+    gray = backbone.preprocess(img.convert("L"))  # odd modes go through RGB
+    assert gray.shape == (3, 224, 224) and torch.equal(gray[0] * backbone.spec.std[0] + backbone.spec.mean[0],
+                                                       gray[1] * backbone.spec.std[1] + backbone.spec.mean[1])
+
+
+def test_lite_backbone_grid_is_row_major_and_pretrained():
+    """A bright patch in grid cell (row 1, column 5) must change the features near region 12, not near its
+    transpose (row 5, column 1)."""
+    backbone = load_image_backbone("efficientnet-lite0")
+    img = Image.new("RGB", (224, 224), "black")
+    img.paste(Image.new("RGB", (32, 32), "white"), (5 * 32, 1 * 32))
+    energy = backbone.features(backbone.preprocess(img)[None])[0].norm(dim=-1)
+    base = backbone.features(backbone.preprocess(Image.new("RGB", (224, 224), "black"))[None])[0].norm(dim=-1)
+    row, col = divmod(int((energy - base).abs().argmax()), 7)
+    assert row <= 2 and col >= 4
+
+
+def test_classifier_head_on_cached_features_matches_the_full_network():
+    backbone = load_image_backbone("efficientnet-lite0")
+    x = backbone.preprocess(Image.new("RGB", (300, 200), (30, 120, 200)))[None]
+    with torch.inference_mode():
+        full = backbone.net(x)  # the whole pretrained network, classifier included
+    from_cache = backbone.classify_features(backbone.features(x).half())
+    assert full.argmax() == from_cache.argmax()
+    assert torch.allclose(full.softmax(-1), from_cache.softmax(-1), atol=2e-2)
+
+
+def test_paper_preset_without_hub_fails_naming_the_backbone(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackboneUnavailable, match="albert-base-v2"):
+        load_text_encoder("albert-base-v2")
+    with pytest.raises(BackboneUnavailable, match="res2net101_26w_4s"):
+        load_image_backbone("res2net101_26w_4s")
+
+
+def test_paper_preset_random_init_builds_the_paper_sizes():
+    cfg, _ = preset("paper")
+    enc = load_text_encoder(cfg.text_encoder, random_init=True)
+    assert (enc.config.hidden_size, enc.config.num_hidden_layers, enc.config.embedding_size) == (768, 12, 128)
+    backbone = load_image_backbone(cfg.image_backbone, random_init=True)
+    assert backbone.channels == 2048
+

@@ -113,6 +113,7 @@ def greedy(trained):
     return model.generate(features, beam=1)
 
 
+@pytest.mark.slow  # trains a captioner (module fixture)
 def test_reproduces_held_out_captions(trained, greedy, scenes):
     held_out = scenes[3]
     refs = [c for _, c, _, _ in held_out]
@@ -124,6 +125,7 @@ def test_reproduces_held_out_captions(trained, greedy, scenes):
     assert model.config.backbone == "efficientnet-lite0" and model.config.feature_dim == 1280
 
 
+@pytest.mark.slow  # trains a captioner (module fixture)
 def test_attention_peaks_where_the_shape_is(greedy, scenes):
     """The colour and shape words must attend to the shape's 7x7 cells (or their neighbours). Placements off the
     diagonal (top right vs bottom left, ...) prove rows and columns are not swapped anywhere."""
@@ -152,6 +154,7 @@ def test_attention_peaks_where_the_shape_is(greedy, scenes):
         assert len(caption.attention) == len(caption.words)
 
 
+@pytest.mark.slow  # trains a captioner (module fixture)
 def test_beam_search_matches_or_beats_greedy(trained, greedy, scenes):
     model, _, features = trained
     refs = [c for _, c, _, _ in scenes[3]]
@@ -167,6 +170,7 @@ def test_beam_search_matches_or_beats_greedy(trained, greedy, scenes):
     assert all(b.score >= g.score - 1e-4 for b, g in zip(beam, greedy))
 
 
+@pytest.mark.slow  # trains a captioner (module fixture)
 def test_best_checkpoint_round_trip(trained, tmp_path):
     model, out, features = trained
     history = json.loads((out / "history.json").read_text())
@@ -180,6 +184,7 @@ def test_best_checkpoint_round_trip(trained, tmp_path):
         assert a.words == b.words and a.attention == b.attention
 
 
+@pytest.mark.slow  # trains a captioner (module fixture)
 def test_generate_cli(trained, scenes, capsys):
     root, _, _, held_out = scenes
     _, out, _ = trained

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from fixtures.photos import flickr_dir
 from itjner.captioning.cli import main
 from itjner.captioning.data import CaptionPair, read_captions, read_image_list, references_by_image, select_images
 from itjner.caption_metrics import CiderDReward, score_captions
@@ -27,20 +27,6 @@ from itjner.tokenization_captioner import Vocabulary
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "captioner-flickr8k"
 SPECIAL_IDS = {Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id}
-
-
-def flickr_dir() -> Path:
-    """The Flickr8k 1k folder from ITJNER_FLICKR_DIR: skip without it, except under CI=true (fail)."""
-    value = os.environ.get("ITJNER_FLICKR_DIR")
-    if not value:
-        reason = "ITJNER_FLICKR_DIR is not set (folder with captions.txt, images/ and the split lists)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
-    path = Path(value)
-    if not (path / "captions.txt").is_file():
-        pytest.fail(f"ITJNER_FLICKR_DIR={value} has no captions.txt")
-    return path
 
 
 @pytest.fixture

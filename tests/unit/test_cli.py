@@ -28,6 +28,7 @@ def test_train_then_evaluate_reproduces_the_card(tmp_path):
     assert "overall" in ev.stdout and (tmp_path / "s.json").exists()
 
 
+@pytest.mark.slow
 def test_train_takes_its_switches_and_a_predict_rerun_keeps_the_rows(tmp_path):
     import json
 

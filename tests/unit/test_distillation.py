@@ -46,6 +46,7 @@ def test_soft_targets_are_the_teacher_where_it_saw_the_word_and_gold_after():
     assert out[2].tolist() == [0, 0, 1] and out[3].tolist() == [0, 1, 0]
 
 
+@pytest.mark.slow  # trains
 def test_training_with_a_teacher_computes_its_marginals_once_and_records_it(tmp_path, monkeypatch):
     from itjner import distillation
     from itjner.configuration_itjner import preset
@@ -108,6 +109,7 @@ def _tiny_dataset(tmp_path, n=16):
     return folder
 
 
+@pytest.mark.slow  # trains
 def test_unlabeled_tweets_are_tagged_by_the_teacher_and_join_training(tmp_path, monkeypatch):
     from itjner.configuration_itjner import preset
     from itjner.distillation import teacher_tagged

@@ -4,8 +4,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from fixtures.photos import png_bytes
+from itjner.backbones import load_image_backbone
 from itjner.data import Tweet
 from itjner.batching import build_examples, collate
+from itjner.images import decode_image
+from itjner.predict import Predictor
 from itjner.modeling_crf import CRFDecoder
 from itjner.modeling_itjner import ITJNERModel
 
@@ -278,3 +282,47 @@ def test_char_cnn_sees_case_that_the_uncased_encoder_cannot(tiny_config, tiny_to
     again = ITJNERModel.from_pretrained(tmp_path / "ckpt")
     assert again.config.char_cnn == 16
     assert torch.allclose(emissions(again, cfg, [upper]), alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["tags", "given", "lstm"])
+def test_the_ner_model_reads_captions_from_every_source(tmp_path, tiny_config, tiny_tokenizer, source):
+    from itjner.configuration_captioner import CaptionerConfig
+    from itjner.modeling_captioner import CaptionModel
+    from itjner.tokenization_captioner import Vocabulary
+
+    spec = "tags:0.01" if source == "tags" else source
+    if source == "lstm":  # a captioner on the tiny backbone that has learnt one caption: enough to prove the wiring
+        from itjner.modeling_captioner import pad_captions
+
+        vocab = Vocabulary.build(["a red circle"])
+        torch.manual_seed(0)
+        cap = CaptionModel(CaptionerConfig(feature_dim=512, vocab_size=len(vocab), backbone="tiny-cnn", max_len=5,
+                                           dropout=0.0), vocab)
+        backbone = load_image_backbone("tiny-cnn")
+        feats = backbone.features(backbone.preprocess(decode_image(png_bytes(size=(120, 90))))[None])
+        opt = torch.optim.Adam(cap.parameters(), lr=1e-2)
+        for _ in range(40):
+            loss, _ = cap.loss(feats, pad_captions([vocab.encode("a red circle")]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        cap.eval().save_pretrained(tmp_path / "cap")
+        spec = f"lstm:{tmp_path / 'cap'}"
+    model = ITJNERModel.from_config(tiny_config).eval()
+    predictor = Predictor(model, tiny_tokenizer, caption_source=spec)
+    tweets = [Tweet("a", ["Zorvan", "on", "stage"]), Tweet("b", ["no", "image", "here"])]
+    preds = predictor.predict(tweets, images=[png_bytes(size=(120, 90)), None],
+                              given_captions=["a singer on a stage", None], details=True)
+    assert preds[0].caption.strip(), f"{source} gave no caption"
+    assert preds[1].caption == ""  # no image, no alt text: the caption path is masked
+    if source == "lstm":
+        attn = preds[0].details["caption_attention"]
+        assert attn and all(len(a) == 49 for a in attn)
+    if source == "tags":
+        assert preds[0].caption.startswith("a photo of")
+    # the caption really reaches the model: another caption changes the emissions of the captioned tweet
+    if source == "given":
+        other = predictor.predict(tweets[:1], images=[png_bytes(size=(120, 90))], given_captions=["a map of Paris"])
+        first = predictor.predict(tweets[:1], images=[png_bytes(size=(120, 90))], given_captions=["a singer"])
+        assert other[0].score != first[0].score
+

@@ -1,4 +1,4 @@
-"""scripts/results_table.py, the README's results table: one row per recipe, dev-only runs shown without test."""
+"""scripts/results_table.py, the results tables of docs/results.md: one row per recipe, dev-only runs shown without test."""
 from __future__ import annotations
 
 import os
@@ -6,9 +6,12 @@ import subprocess
 import sys
 from dataclasses import asdict, replace
 
+import pytest
+
 from fixtures.paths import DATA, REPO
 
 
+@pytest.mark.slow  # trains
 def test_rows_name_what_a_run_changed_and_dev_only_runs_have_no_test_figures(tmp_path):
     from itjner.configuration_itjner import preset
     from itjner.train import train

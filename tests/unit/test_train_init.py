@@ -17,6 +17,7 @@ def _cfgs():
     return model_cfg.with_ablation(text_only=True), replace(train_cfg, epochs=1, batch_size=8)
 
 
+@pytest.mark.slow  # trains
 def test_a_pulled_file_alone_is_refused_as_its_own_dev_set(tmp_path):
     from itjner.train import train
 
@@ -35,6 +36,7 @@ def test_a_pulled_file_alone_is_refused_as_its_own_dev_set(tmp_path):
     assert any(line.startswith("WARNING: THE DEV DATA") for line in logs)
 
 
+@pytest.mark.slow  # trains
 def test_fine_tunes_a_checkpoint_on_a_base_split_plus_the_pulled_file(tmp_path):
     import torch
 

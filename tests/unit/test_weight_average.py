@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 from fixtures.paths import DATA
@@ -30,6 +31,7 @@ def test_the_average_follows_its_formula_and_applied_puts_the_raw_weights_back()
     assert len(average.params) == 2  # weight and bias; the frozen parameter is not averaged
 
 
+@pytest.mark.slow  # trains
 def test_a_run_with_ema_saves_the_averaged_weights(tmp_path):
     from itjner.configuration_itjner import preset
     from itjner.modeling_itjner import ITJNERModel
