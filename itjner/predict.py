@@ -73,7 +73,7 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
         model.eval()
     results = [None] * len(examples)
     batches = length_batches(examples, batch_size)
-    for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
+    for chunk in tqdm(batches, desc=desc, disable=None if progress else True, leave=False):  # None: terminals only
         batch = to_device(collate(chunk, model.config), device)
         with autocast(device, precision):
             out = model(batch, output_attentions=details)
@@ -86,6 +86,17 @@ def tag_examples(model: ITJNERModel, examples, batch_size: int = 64, details: bo
     if was_training:
         model.train()
     return results
+
+
+def _stitch(parts, n_words: int):
+    """One tweet's (path, marginals, None) from its windows' results: each window gives the words it owns."""
+    path, marg = [0] * n_words, None
+    for (lo, hi, first), (window_path, window_marg, _) in parts:
+        if marg is None:
+            marg = window_marg.new_zeros((n_words, window_marg.shape[1]))
+        path[first:first + hi - lo] = window_path[lo:hi]
+        marg[first:first + hi - lo] = window_marg[lo:hi]
+    return path, marg, None
 
 
 def _details(out, j: int, ex, n: int) -> dict:
@@ -158,10 +169,11 @@ class InputPipeline:
         return self.feature_store.features_for_bytes(blobs, digests)
 
     def captions(self, tweets, blobs, feats, given):
-        """Caption text and per-word attention for each tweet ("" when there is nothing to caption)."""
-        texts, attn = [""] * len(tweets), [None] * len(tweets)
+        """Caption text and the source's `CaptionResult` (per-word attention, confidence) for each tweet ("" and
+        None when there is nothing to caption)."""
+        texts, info = [""] * len(tweets), [None] * len(tweets)
         if not self.config.use_caption:
-            return texts, attn
+            return texts, info
         given = given or [None] * len(tweets)
         need = [i for i, (f, g) in enumerate(zip(feats, given)) if f is not None or g]
         if need:
@@ -174,8 +186,8 @@ class InputPipeline:
             features = [feats[i] for i in need] if shares else None
             results = source.caption(images, [tweets[i].image_id for i in need], features, [given[i] for i in need])
             for i, res in zip(need, results):
-                texts[i], attn[i] = res.text, res.attention
-        return texts, attn
+                texts[i], info[i] = res.text, res
+        return texts, info
 
     def prepare(self, tweets: list[Tweet], images: list[bytes | None], given=None, report: ImageReport | None = None,
                 digests: list[str | None] | None = None):
@@ -183,10 +195,10 @@ class InputPipeline:
         if report is not None:
             for tw, problem in zip(tweets, problems):
                 report.add(tw.image_id, problem)
-        captions, caption_attn = self.captions(tweets, images, feats, given)
+        captions, caption_info = self.captions(tweets, images, feats, given)
         examples = build_examples(tweets, self.tokenizer, self.config, feats if self.config.use_image else None,
                                   captions)
-        return examples, problems, captions, caption_attn
+        return examples, problems, captions, caption_info
 
 
 class Predictor:
@@ -257,18 +269,46 @@ class Predictor:
         """digests: the images' sha256 when the caller computed them already (the feature cache's keys)."""
         if images is None:
             images = [read_image_bytes(images_dir, tw.image_id) for tw in tweets]
-        examples, problems, captions, caption_attn = self.inputs.prepare(tweets, images, given_captions, report,
+        examples, problems, captions, caption_info = self.inputs.prepare(tweets, images, given_captions, report,
                                                                          digests)
-        tagged = tag_examples(self.model, examples, batch_size, details, progress, precision=self.precision)
+        windows = {} if details else self._windows(tweets, examples, captions)
+        extra = [ex for parts in windows.values() for _, ex in parts]
+        tagged = tag_examples(self.model, examples + extra, batch_size, details, progress, precision=self.precision)
+        for i, parts in windows.items():
+            tagged[i] = _stitch([(owned, tagged[ex.index]) for owned, ex in parts], len(tweets[i].tokens))
         return [self._prediction(*row, details) for row in
-                zip(tweets, examples, tagged, captions, caption_attn, problems)]
+                zip(tweets, examples, tagged, captions, caption_info, problems)]
 
-    def _prediction(self, tweet, ex, tagged, caption, caption_attn, problem, details) -> Prediction:
+    def _windows(self, tweets, examples, captions) -> dict[int, list]:
+        """Tweets longer than the encoder's input, as overlapping windows of words: {tweet index: [((first, end)
+        word range the window tags, its example)]}. Each window reads the tweet's image and caption."""
+        from .batching import build_examples
+        from .tokenization import window_owners, word_windows
+
+        out, next_index = {}, len(examples)
+        for i, ex in enumerate(examples):
+            if not ex.truncated_words:
+                continue
+            words = tweets[i].tokens
+            spans = word_windows(self.tokenizer, words, self.config.max_length)
+            parts = build_examples([Tweet(tweets[i].image_id, words[a:b]) for a, b in spans], self.tokenizer,
+                                   self.config, [ex.image_feats] * len(spans) if self.config.use_image else None,
+                                   [captions[i]] * len(spans))
+            out[i] = []
+            for (a, b), (lo, hi), part in zip(spans, window_owners(spans), parts):
+                part.index, next_index = next_index, next_index + 1
+                out[i].append(((lo - a, hi - a, lo), part))
+            examples[i].truncated_words = 0  # every word is tagged now
+        return out
+
+    def _prediction(self, tweet, ex, tagged, caption, caption_info, problem, details) -> Prediction:
         path, marg, extra = tagged
         tags = [self.config.labels[k] for k in path] + ["O"] * ex.truncated_words
         conf = [float(marg[i, k]) for i, k in enumerate(path)] + [1.0] * ex.truncated_words
         if details:
-            extra.update(caption_attention=caption_attn, truncated_words=ex.truncated_words)
+            extra.update(caption_attention=caption_info.attention if caption_info else None,
+                         caption_likely_poor=bool(((caption_info and caption_info.details) or {}).get("likely_poor")),
+                         truncated_words=ex.truncated_words)
         return Prediction(tweet=tweet, tags=tags, entities=bio_to_entities(tags, conf), score=min(conf),
                           caption=caption, image_problem=problem if self.config.use_image else None, details=extra)
 

@@ -49,7 +49,7 @@ def predict_file(predictor, data, out, images_dir=None, chunk: int = 256, batch_
     todo = [i for i in range(len(tweets)) if i % world == rank and i not in done]
     written = 0
     with part.open("a", encoding="utf-8") as fh, tqdm(total=len(todo), desc=f"predict[{rank}]",
-                                                         disable=not progress) as bar:
+                                                         disable=None if progress else True) as bar:
         for start in range(0, len(todo), chunk):
             ids = todo[start:start + chunk]
             preds = predictor.predict([tweets[i] for i in ids], images_dir=images_dir, batch_size=batch_size)

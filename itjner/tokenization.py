@@ -1,7 +1,8 @@
 """Words -> sub-tokens with each word's first sub-token position (the position that carries the word's tag).
 
 Long tweets are not cut silently: words whose first sub-token would fall beyond `max_length` are dropped from the
-model input, counted (`Encoded.truncated_words`), and predicted `O` by the predictor, which reports the count.
+model input and counted (`Encoded.truncated_words`); the predictor then tags the whole text in overlapping windows
+(`word_windows`), or, where it shows attention maps of one encoder pass (the app), tags them `O` and says so.
 A word the tokenizer maps to nothing (a lone variation selector, a control character) is fed as [UNK] so every word
 keeps a position.
 """
@@ -82,6 +83,30 @@ def _finish(words, input_ids, word_index, sep_id, truncated) -> Encoded:
     input_ids = input_ids + [sep_id]
     shape_ids = per_subtoken([word_shape(w) for w in words], word_index, len(input_ids), 0)
     return Encoded(input_ids, word_index, shape_ids, truncated)
+
+
+def word_windows(tokenizer, words: list[str], max_length: int) -> list[tuple[int, int]]:
+    """Word ranges [start, end) that each fit in `max_length` sub-tokens and together cover every word; each window
+    after the first starts a quarter of a window before the previous one ends, so words near a cut are read with
+    context (and `window_owners` takes each word's tag from the window where it is furthest from the edge)."""
+    windows, start = [], 0
+    while True:
+        kept = max(1, len(encode_words(tokenizer, words[start:], max_length).word_index))
+        end = start + kept
+        windows.append((start, end))
+        if end >= len(words):
+            return windows
+        start = max(start + 1, end - kept // 4)
+
+
+def window_owners(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """For each window, the words it tags: overlapping windows split their overlap in the middle."""
+    owned = []
+    for k, (start, end) in enumerate(windows):
+        lo = start if k == 0 else (start + windows[k - 1][1]) // 2
+        hi = end if k == len(windows) - 1 else (windows[k + 1][0] + end) // 2
+        owned.append((lo, hi))
+    return owned
 
 
 def encode_caption(tokenizer, caption: str, max_length: int) -> list[int]:

@@ -180,7 +180,9 @@ class Trainer:
         rng.shuffle(order)
         batches = [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)]
         total = 0.0
-        bar = tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False, disable=self.rank != 0)
+        # a bar on a terminal only (None: tqdm's own check), so logs of runs in the background stay readable
+        bar = tqdm(batches, desc=f"epoch {epoch}/{self.cfg.epochs}", leave=False,
+                   disable=None if self.rank == 0 else True)
         for chunk in bar:
             mine = chunk[self.rank::self.world] or chunk[:1]
             batch = to_device(collate(mine, self.model_cfg), self.device)

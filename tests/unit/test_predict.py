@@ -21,3 +21,23 @@ def test_predictor_tags_truncated_words_as_O(tiny_config, tiny_tokenizer):
     assert len(pred.tags) == 40 and pred.details["truncated_words"] > 0
     assert set(pred.tags[-pred.details["truncated_words"]:]) == {"O"}
 
+
+
+def test_a_text_longer_than_the_encoder_input_is_tagged_whole_in_overlapping_windows(tiny_config, tiny_tokenizer):
+    from itjner.tokenization import window_owners, word_windows
+
+    tiny_config.max_length = 16
+    words = ("Obama visits Paris and London with Angela Merkel on Monday " * 7).split()
+    spans = word_windows(tiny_tokenizer, words, 16)
+    assert spans[0][0] == 0 and spans[-1][1] == len(words) and len(spans) > 3
+    assert all(nxt[0] < prev[1] for prev, nxt in zip(spans, spans[1:]))  # windows overlap: context at every cut
+    assert all(encode_words(tiny_tokenizer, words[a:b], 16).truncated_words == 0 for a, b in spans)
+    owners = window_owners(spans)
+    assert [w for lo, hi in owners for w in range(lo, hi)] == list(range(len(words)))
+    model = ITJNERModel.from_config(tiny_config.with_ablation(text_only=True)).eval()
+    predictor = Predictor(model, tiny_tokenizer)
+    pred = predictor.predict([Tweet("t", words)], images=[None])[0]
+    assert len(pred.tags) == len(words) and pred.details is None
+    for (a, b), (lo, hi) in zip(spans, owners):  # each word is tagged by the window that owns it
+        alone = predictor.predict([Tweet("t", words[a:b])], images=[None])[0]
+        assert pred.tags[lo:hi] == alone.tags[lo - a:hi - a]
