@@ -12,11 +12,14 @@ Label Studio calls, on the URL given in Settings > Model (or `ml.create` in the 
 A FastAPI app (installed with Gradio): `label-studio-ml` 1.0.9, the newest on the package index, pins Flask 1.1.2,
 Jinja2 3.0.3 and Werkzeug 2.0.2, which would downgrade the Jinja2 Gradio uses.
 
-One model load per process; each request's tasks are tagged in one `Predictor.predict` batch. A task with an empty
-text gets an empty prediction, one whose image cannot be read is tagged without it (image branch masked); the
-problem is logged and shown in `/health`, and the rest of the batch is answered. The Label Studio key (from
-`/setup` or LABEL_STUDIO_API_KEY) is used only to fetch images and annotations from that server; it is never
-logged or returned.
+One model load per process; each request's tasks are tagged in one `Predictor.predict` batch (a text longer than
+the encoder's input is tagged whole, in overlapping windows). A task with an empty text gets an empty prediction;
+images are fetched (concurrently, size-capped before download) only when the serving model reads them, and one that
+cannot be read is tagged without it (image branch masked); the problem is logged and shown in `/health`, and the
+rest of the batch is answered. The Label Studio key (LABEL_STUDIO_API_KEY, else the token Label Studio sends at
+`/setup`) is used only to fetch images and annotations from that server; `/setup` and `/health` check that it is
+accepted (a refused key answers 401, an unreachable server 502: Label Studio's "Connect model" shows the failure).
+It is never logged or returned. Retraining: retraining.py.
 """
 
 import base64
@@ -24,15 +27,16 @@ import hmac
 import logging
 import os
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
 from ..data import Tweet, tokenize
-from .client import Secret
+from .client import LabelStudioAuthError, LabelStudioUnavailable, Secret
 from .labelconfig import LabelConfigError, ProjectConfig, parse_label_config
-from .media import task_image
+from .media import image_name, task_images
+from .retraining import LabelStudioTrainer, RetrainOptions
 from .tasks import entity_results
-from .trainjob import Trainer, TrainOptions
 
 log = logging.getLogger("itjner.backend")
 
@@ -64,9 +68,15 @@ def task_tweet(data: dict, cfg: ProjectConfig) -> tuple[Tweet, list[tuple[int, i
     return Tweet(str(data.get("image_id") or ""), [str(t) for t in tokens]), spans, text
 
 
+CONNECTION_CHECK_SECONDS = 60  # Label Studio calls /setup and /health often: its answer is re-checked this often
+
+
 class Backend:
+    """The model Label Studio connects to: `predict` for tasks, `train` (a `LabelStudioTrainer` job) on "Start
+    training", `setup`/`health` that say whether the backend can reach Label Studio with its key."""
+
     def __init__(self, checkpoint, images_dir=None, versions_dir=None, url: str | None = None,
-                 api_key: str | None = None, options: TrainOptions | None = None, train_every: int = 0):
+                 api_key: str | None = None, options: RetrainOptions | None = None, train_every: int = 0):
         from .outbox import default_data_dir
 
         self.base_checkpoint = Path(checkpoint)
@@ -74,16 +84,21 @@ class Backend:
         self.url = url or os.environ.get("LABEL_STUDIO_URL")
         key = api_key or os.environ.get("LABEL_STUDIO_API_KEY")
         self._key = Secret(key) if key else None
+        self._key_source = "LABEL_STUDIO_API_KEY / --api-key" if key else None
         self.train_every = int(train_every)
         self._new_annotations: dict[int, int] = {}
         self.problems: deque[str] = deque(maxlen=20)
+        self.connection: dict = {"state": "not checked"}
+        self._checked_at = 0.0
         self._lock = threading.Lock()
         self._tagging = threading.Lock()  # one model call at a time (the feature cache is not thread-safe)
         versions = Path(versions_dir) if versions_dir else default_data_dir() / "backend" / self.base_checkpoint.name
-        self.trainer = Trainer(versions, options or TrainOptions(), self.load)
+        self.trainer = LabelStudioTrainer(versions, self.base_checkpoint, options or RetrainOptions(), self.load)
         self.predictor = None
         self.checkpoint: Path | None = None
-        self.load(self.trainer.latest_accepted() or self.base_checkpoint)
+        self.load(self.trainer.serving())
+        for line in self.trainer.recover():
+            log.info("retraining job of a previous run: %s", line)
 
     def load(self, folder: Path) -> str:
         """Load a checkpoint fully, then swap it in (requests in flight finish on the old one)."""
@@ -102,15 +117,41 @@ class Backend:
     # ------------------------------------------------------------------------------------------------ protocol
     def health(self) -> dict:
         return {"status": "UP", "model_class": "ITJNER", "model_version": self.model_version,
+                "reads_images": self.predictor.reads_images, "label_studio": self.check_connection(),
                 "training": self.trainer.status, "recent_problems": list(self.problems)}
 
     def setup(self, payload: dict) -> dict:
+        """Label Studio's "Connect model": check the labeling config, and that Label Studio answers with the key
+        (LabelStudioAuthError / LabelStudioUnavailable: the connection shows as failed in Label Studio)."""
         parse_label_config(payload.get("schema") or "")  # LabelConfigError -> a clear 400 for Label Studio
         if not self.url and payload.get("hostname"):
             self.url = str(payload["hostname"])
         if self._key is None and payload.get("access_token"):
             self._key = Secret(str(payload["access_token"]))
+            self._key_source = "the project owner's token that Label Studio sent at setup"
+            self._checked_at = 0.0
+        self.check_connection(raise_error=True)
         return {"model_version": self.model_version}
+
+    def check_connection(self, raise_error: bool = False) -> dict:
+        """Whether Label Studio answers with the key ({"state": "connected" | "error" | "no key", "error": ...}),
+        asked at most once a minute."""
+        from .client import LabelStudioClient, LabelStudioError
+
+        if self._key is None or not self.url:
+            self.connection = {"state": "no key", "error": "no Label Studio URL or API key yet: predictions work, "
+                                                           "but uploaded images and training need them"}
+        elif time.monotonic() - self._checked_at > CONNECTION_CHECK_SECONDS or self.connection["state"] != "connected":
+            try:
+                LabelStudioClient(self.url, self._key.value, timeout=10).check()
+                self.connection = {"state": "connected", "url": self.url}
+            except LabelStudioError as err:
+                message = f"{err} (key from {self._key_source})" if err.reason == "refused key" else str(err)
+                self.connection = {"state": "error", "error": message, "cause": err}
+            self._checked_at = time.monotonic()
+        if raise_error and self.connection["state"] == "error":
+            raise self.connection["cause"]
+        return {k: v for k, v in self.connection.items() if k != "cause"}
 
     def _note(self, problem: str) -> None:
         log.warning("%s", problem)
@@ -120,31 +161,42 @@ class Backend:
         cfg = parse_label_config(label_config)
         predictor = self.predictor  # one model for the whole batch, even if a training swaps it meanwhile
         version = predictor.model_version
-        key = self._key.value if self._key else None
         answers: list[dict] = [{"result": [], "score": 0.0, "model_version": version} for _ in tasks]
         rows = []
         for i, task in enumerate(tasks):
-            data = task.get("data") or {}
             try:
-                tweet, spans, text = task_tweet(data, cfg)
+                tweet, spans, text = task_tweet(task.get("data") or {}, cfg)
             except ValueError as err:
                 self._note(f"task {task.get('id')}: {err}")
                 continue
-            blob, problem = (None, None)
-            if cfg.image_key:
-                blob, problem = task_image({"image": data.get(cfg.image_key), "image_id": data.get("image_id")},
-                                           self.url, key, self.images_dir)
+            rows.append((i, tweet, spans, text))
+        if not rows:
+            return answers
+        images = self._images([tasks[i] for i, *_ in rows], cfg, predictor.reads_images)
+        preds = self._tag([r[1] for r in rows], [blob for blob, _ in images], predictor)
+        for (i, tweet, spans, text), (blob, ref), pred in zip(rows, images, preds):
+            if pred is None:
+                continue
+            if blob is not None and pred.image_problem:
+                self._note(f"task {tasks[i].get('id')} ({ref}): image not used ({pred.image_problem})")
+            answers[i] = self._answer(pred, spans, text, cfg, version, tasks[i].get("id"))
+        return answers
+
+    def _images(self, tasks: list[dict], cfg: ProjectConfig, reads_images: bool) -> list[tuple[bytes | None, str]]:
+        """(bytes or None, how to name it in a message) per task; nothing is downloaded for a model that reads no
+        images, the rest concurrently."""
+        if not cfg.image_key or not reads_images:
+            return [(None, "")] * len(tasks)
+        datas = [{"image": (t.get("data") or {}).get(cfg.image_key), "image_id": (t.get("data") or {}).get("image_id")}
+                 for t in tasks]
+        key = self._key.value if self._key else None
+        out = []
+        for task, data, (blob, problem) in zip(tasks, datas, task_images(datas, self.url, key, self.images_dir)):
+            ref = image_name(str(data["image"] or data["image_id"] or ""))
             if problem:
                 self._note(f"task {task.get('id')}: {problem}; tagged without the image")
-            rows.append((i, tweet, spans, text, blob))
-        if rows:
-            preds = self._tag([r[1] for r in rows], [r[4] for r in rows], predictor)
-            for (i, tweet, spans, text, blob), pred in zip(rows, preds):
-                if pred is not None:
-                    if blob is not None and pred.image_problem:
-                        self._note(f"task {tasks[i].get('id')}: image not used ({pred.image_problem})")
-                    answers[i] = self._answer(pred, spans, text, cfg, version, tasks[i].get("id"))
-        return answers
+            out.append((blob, ref))
+        return out
 
     def _tag(self, tweets, blobs, predictor):
         with self._tagging:
@@ -186,9 +238,11 @@ class Backend:
         return self.trainer.start(project, self.url, self._key.value if self._key else None, self.checkpoint)
 
     def versions(self) -> dict:
-        rows = [r for r in self.trainer.history() if r.get("status") == "accepted"]
-        return {"versions": [self.base_checkpoint.name] + [r["version"] for r in rows],
-                "model_version": self.model_version}
+        """The model versions this backend can serve, named as its predictions name them (folder + weights hash)."""
+        from ..checkpoints import checkpoint_version
+
+        folders = [self.base_checkpoint] + [Path(r["path"]) for r in self.trainer.accepted()]
+        return {"versions": [checkpoint_version(f) for f in folders], "model_version": self.model_version}
 
 
 def _authorised(header: str | None, user: str, password: str) -> bool:
@@ -209,6 +263,12 @@ def create_app(backend: Backend, basic_auth: tuple[str, str] | None = None):
     app = FastAPI(title="ITJNER ML backend", docs_url=None, redoc_url=None, openapi_url=None)
     app.middleware("http")(_guard(basic_auth))
     app.exception_handler(LabelConfigError)(lambda request, err: JSONResponse({"error": str(err)}, status_code=400))
+    # Label Studio 1.23 shows the HTTP status of a failed /setup ("401 ... Unauthorized", "502 ... Bad Gateway")
+    # in "Connect model"; the body says why in full
+    app.exception_handler(LabelStudioAuthError)(lambda request, err: JSONResponse({"error": str(err)},
+                                                                                  status_code=401))
+    app.exception_handler(LabelStudioUnavailable)(lambda request, err: JSONResponse({"error": str(err)},
+                                                                                    status_code=502))
 
     @app.get("/health")
     @app.get("/")

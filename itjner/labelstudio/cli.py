@@ -108,44 +108,69 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
+    from ..cli import checkpoint_or_default
     from .backend import Backend, create_app
-    from .trainjob import TrainOptions
+    from .retraining import RetrainOptions
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # a server log, not a terminal: no progress bars
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print request URLs, query strings included
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     auth = None
     if args.basic_auth_user:
         password = os.environ.get("ITJNER_BACKEND_PASSWORD")
         if not password:
             raise ValueError("--basic-auth-user needs the password in $ITJNER_BACKEND_PASSWORD")
         auth = (args.basic_auth_user, password)
-    options = TrainOptions(epochs=args.epochs, heldout=args.heldout, min_gain=args.min_gain, base_data=args.base_data)
-    backend = Backend(args.checkpoint, args.images, args.versions, args.url, getattr(args, "api_key", None), options,
-                      args.train_every)
+    options = RetrainOptions(epochs=args.epochs, lr_scale=args.lr_scale, heldout=args.heldout,
+                             min_heldout=args.min_heldout,
+                             min_gain=args.min_gain, max_dev_drop=args.max_dev_drop, replay=args.replay,
+                             base_data=args.base_data, keep=args.keep)
+    backend = Backend(checkpoint_or_default(args.checkpoint), args.images, args.versions, args.url,
+                      getattr(args, "api_key", None), options, args.train_every)
     print(f"ITJNER ML backend serving {backend.model_version} on http://{args.host}:{args.port} "
           f"(Label Studio: Settings > Model > Connect model > http://{args.host}:{args.port})", flush=True)
     uvicorn.run(create_app(backend, auth), host=args.host, port=args.port, log_level="info")
     return 0
 
 
+def cmd_config(args) -> int:
+    print(LABEL_CONFIG, end="")
+    return 0
+
+
 def add_serve_cli(lsub) -> None:
     serve = lsub.add_parser("serve", help="run ITJNER as a Label Studio ML backend (predictions, training)")
-    serve.add_argument("--checkpoint", required=True, help="checkpoint folder to serve (and fine-tune)")
+    serve.add_argument("--checkpoint", help="checkpoint folder to serve, and the base every retraining starts from "
+                                            "(default: the shipped default model)")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=9090)
     serve.add_argument("--images", help="folder with <IMGID>.jpg for tasks without an image of their own")
-    serve.add_argument("--versions", help="folder of the fine-tuned checkpoints and history.json (default "
+    serve.add_argument("--versions", help="folder of the retrained versions and history.json (default "
                                           "$ITJNER_DATA_DIR/backend/<checkpoint name>)")
     serve.add_argument("--url", help="Label Studio URL for images and annotations (default $LABEL_STUDIO_URL, "
                                      "else the hostname Label Studio gives at setup)")
     serve.add_argument("--api-key", help="prefer $LABEL_STUDIO_API_KEY (else the key Label Studio gives at setup)")
-    serve.add_argument("--train-every", type=int, default=0,
-                       help="also train after this many new annotations of a project (0: only on Start training)")
-    serve.add_argument("--epochs", type=int, default=3)
-    serve.add_argument("--heldout", type=float, default=0.2, help="share of annotations held out to accept a model")
-    serve.add_argument("--min-gain", type=float, default=0.0,
-                       help="accept a retrained model when its held-out F1 >= the serving model's + this")
-    serve.add_argument("--base-data", help="dataset folder whose train.txt is trained on with the annotations")
     serve.add_argument("--basic-auth-user", help="require HTTP basic auth (password in $ITJNER_BACKEND_PASSWORD)")
+    t = serve.add_argument_group("retraining (each version is trained from --checkpoint, see README)")
+    t.add_argument("--train-every", type=int, default=0,
+                   help="also train after this many new annotations of a project (0: only on Start training)")
+    t.add_argument("--epochs", type=int, default=2)
+    t.add_argument("--lr-scale", type=float, default=0.3,
+                   help="the preset's learning rates times this (the base is trained already)")
+    t.add_argument("--heldout", type=float, default=0.3,
+                   help="share of the annotated tweets held out (by a stable hash of each tweet) to judge a version")
+    t.add_argument("--min-heldout", type=int, default=2, help="fewer held-out annotated tweets: no training")
+    t.add_argument("--min-gain", type=float, default=0.0,
+                   help="accept a version when its held-out F1 > the serving model's + this (a tie is no gain)")
+    t.add_argument("--max-dev-drop", type=float, default=0.5,
+                   help="and when its F1 on the base's dev split falls by at most this")
+    t.add_argument("--replay", type=int, default=600,
+                   help="tweets of the base's own training split trained on with the annotations (not to forget)")
+    t.add_argument("--base-data", help="dataset folder of the base (train.txt, valid.txt); default: its card's data")
+    t.add_argument("--keep", type=int, default=3, help="accepted versions kept on disk besides the serving one")
     serve.set_defaults(func=cmd_serve)
 
 
@@ -199,3 +224,5 @@ def add_cli(subparsers, get_predictor: Callable[[str | None], Any]) -> None:
     flush.add_argument("--outbox-dir", help="folder of outbox.sqlite (default $ITJNER_DATA_DIR or ~/.local/share/itjner)")
     flush.set_defaults(func=cmd_flush)
     add_serve_cli(lsub)
+    config = lsub.add_parser("config", help="print ITJNER's labeling config (paste it into a new project)")
+    config.set_defaults(func=cmd_config)

@@ -78,10 +78,13 @@ class PushResult:
     created: list[int] = field(default_factory=list)  # new task ids
     skipped: list[str] = field(default_factory=list)  # itjner_keys already in the project
     refreshed: list[int] = field(default_factory=list)  # existing tasks that got this model version's prediction
+    shown_version: str | None = None  # the model version whose predictions annotators see after the push
+    version_note: str = ""            # why the project's version was left as it was
 
     def __str__(self) -> str:
-        return (f"{len(self.created)} task(s) created, {len(self.skipped)} already in the project, "
+        text = (f"{len(self.created)} task(s) created, {len(self.skipped)} already in the project, "
                 f"{len(self.refreshed)} got predictions of the new model version")
+        return text + (f"; {self.version_note}" if self.version_note else "")
 
 
 class LabelStudioClient:
@@ -220,11 +223,11 @@ class LabelStudioClient:
 
     def push_tasks(self, project_id: int, tasks: Sequence[dict]) -> PushResult:
         """Create the tasks whose itjner_key is not in the project yet (in the given order); an existing task that
-        has no prediction of this push's model version gets it (so a retrained model refreshes the spans), and the
-        project's model version becomes it (Label Studio shows annotators that version's predictions)."""
+        has no prediction of this push's model version gets it (so a retrained model refreshes the spans); the
+        project's model version becomes it when every task has its prediction (`_show_version`)."""
         existing = {task_key_of(t): as_dict(t) for t in self.list_tasks(project_id)}
         result = PushResult()
-        todo, seen, versions = [], set(), set()
+        todo, seen = [], set()
         for task in tasks:
             key = task["data"].get("itjner_key")
             if key in existing or key in seen:
@@ -235,13 +238,30 @@ class LabelStudioClient:
             if key:
                 seen.add(key)
             todo.append(task)
-            versions.update(p.get("model_version") for p in task.get("predictions") or [])
         result.created = self.import_tasks(project_id, todo)
-        if result.refreshed or versions:
-            version = ([p.get("model_version") for t in tasks for p in t.get("predictions") or []] or [None])[-1]
-            if version:
-                self._call(lambda: self.sdk.projects.update(id=int(project_id), model_version=version))
+        version = ([p.get("model_version") for t in tasks for p in t.get("predictions") or []] or [None])[-1]
+        if version:
+            self._show_version(project_id, version, result)
         return result
+
+    def _show_version(self, project_id: int, version: str, result: PushResult) -> None:
+        """Label Studio shows annotators only the predictions of the project's model version. Switch it to
+        `version` only when every task of the project has a prediction of it (or the project shows none yet): a
+        partial re-push must not hide the pre-annotations of every task it left out."""
+        current = field_of(self._call(lambda: self.sdk.projects.get(id=int(project_id))), "model_version") or ""
+        if current == version:
+            result.shown_version = version
+            return
+        tasks = self.list_tasks(project_id)
+        lacking = sum(1 for t in tasks if version not in {field_of(p, "model_version")
+                                                          for p in as_dict(t).get("predictions") or []})
+        if current and lacking:
+            result.shown_version = current
+            result.version_note = (f"the project still shows the predictions of {current}: {lacking} of its "
+                                   f"{len(tasks)} tasks have none of {version} (push them all to switch)")
+            return
+        self._call(lambda: self.sdk.projects.update(id=int(project_id), model_version=version))
+        result.shown_version = version
 
     def _refresh(self, server_task: dict, task: dict, result: PushResult) -> None:
         have = {field_of(p, "model_version") for p in server_task.get("predictions") or []}

@@ -34,26 +34,50 @@ def decode_data_url(url: str) -> bytes:
         raise ImageFetchError("image data URL does not decode") from None
 
 
-def fetch_from_server(ref: str, base_url: str | None, token: str | None, timeout: float = 10.0) -> bytes:
-    """GET a file Label Studio serves (a `/data/...` path, or a URL on the server's own host) with the key."""
+def fetch_from_server(ref: str, base_url: str | None, token: str | None, timeout: float = 10.0,
+                      max_bytes: int = MAX_FETCH_BYTES) -> bytes:
+    """GET a file Label Studio serves (a `/data/...` path, or a URL on the server's own host) with the key. A file
+    over `max_bytes` is refused from its Content-Length before any of it is read (or, without one, as soon as the
+    stream passes the limit). Messages name the file by its path, never by a URL that could carry a token."""
     import httpx
 
     if not base_url:
-        raise ImageFetchError(f"image {ref[:80]!r} is on the Label Studio server, whose URL is not known")
+        raise ImageFetchError(f"image {image_name(ref)} is on the Label Studio server, whose URL is not known")
     url = urljoin(base_url.rstrip("/") + "/", ref)
     if urlsplit(url).netloc != urlsplit(base_url).netloc:
         raise ImageFetchError(f"image URL on another host ({urlsplit(url).netloc}) is not fetched")
     headers = {"Authorization": f"Token {token}"} if token else {}
+    name = image_name(url)
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False) as http:
-            resp = http.get(url, headers=headers)
+        with httpx.Client(timeout=timeout, follow_redirects=False) as http, http.stream("GET", url,
+                                                                                       headers=headers) as resp:
+            if resp.status_code != 200:
+                raise ImageFetchError(f"image {name} answered HTTP {resp.status_code}")
+            size = int(resp.headers.get("content-length") or 0)
+            if size > max_bytes:
+                raise ImageFetchError(f"image {name} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.0f} MB limit: "
+                                      "not downloaded")
+            chunks, total = [], 0
+            for chunk in resp.iter_bytes():
+                total += len(chunk)
+                if total > max_bytes:
+                    raise ImageFetchError(f"image {name} is over the {max_bytes / 1e6:.0f} MB limit: download stopped")
+                chunks.append(chunk)
     except httpx.HTTPError as err:
-        raise ImageFetchError(f"image {urlsplit(url).path} could not be fetched ({err.__class__.__name__})") from None
-    if resp.status_code != 200:
-        raise ImageFetchError(f"image {urlsplit(url).path} answered HTTP {resp.status_code}")
-    if len(resp.content) > MAX_FETCH_BYTES:
-        raise ImageFetchError(f"image {urlsplit(url).path} is larger than {MAX_FETCH_BYTES} bytes")
-    return resp.content
+        raise ImageFetchError(f"image {name} could not be fetched ({err.__class__.__name__})") from None
+    return b"".join(chunks)
+
+
+def image_name(ref: str) -> str:
+    """How a message names an image: its path (a local-files `?d=` path included), no host, no other query."""
+    if ref.startswith("data:"):
+        return "data URL " + ref[5:ref.find(";")] if ";" in ref[:40] else "data URL"
+    parts = urlsplit(ref)
+    if parts.path.rstrip("/").endswith("/data/local-files") and parts.query.startswith("d="):
+        from urllib.parse import parse_qs
+
+        return "local file " + (parse_qs(parts.query).get("d") or ["?"])[0]
+    return parts.path[:120] or ref[:40]
 
 
 def task_image(data: dict, base_url: str | None = None, token: str | None = None, images_dir=None
@@ -74,6 +98,17 @@ def task_image(data: dict, base_url: str | None = None, token: str | None = None
 
         return read_image_bytes(images_dir, str(data["image_id"])), None
     return None, None
+
+
+def task_images(datas: list[dict], base_url: str | None = None, token: str | None = None, images_dir=None,
+                workers: int = 8) -> list[tuple[bytes | None, str | None]]:
+    """`task_image` for many tasks, the server fetches concurrently (in input order)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(datas) <= 1:
+        return [task_image(d, base_url, token, images_dir) for d in datas]
+    with ThreadPoolExecutor(max_workers=min(workers, len(datas))) as pool:
+        return list(pool.map(lambda d: task_image(d, base_url, token, images_dir), datas))
 
 
 def local_files_url(path: str | os.PathLike, document_root: str | os.PathLike) -> str:
@@ -98,18 +133,18 @@ def local_image_urls(tweets, images_dir, document_root) -> dict[str, str]:
 
 
 def save_images(tasks, out_dir, base_url: str | None, token: str | None) -> tuple[int, list[str]]:
-    """Write each task's image as `<out_dir>/<image_id>.jpg` (the name `itjner train --images` reads); returns
-    (written, problems)."""
+    """Write each task's image as `<out_dir>/<image_id>.jpg` (the name `itjner train --images` reads), fetched
+    concurrently; returns (written, problems)."""
     from .tasks import as_dict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    rows = [as_dict(task) for task in tasks]
+    datas = [row.get("data") or {} for row in rows]
     written, problems = 0, []
-    for task in tasks:
-        data = as_dict(task).get("data") or {}
-        blob, problem = task_image(data, base_url, token)
+    for row, data, (blob, problem) in zip(rows, datas, task_images(datas, base_url, token)):
         if problem:
-            problems.append(f"task {as_dict(task).get('id')}: {problem}")
+            problems.append(f"task {row.get('id')}: {problem}")
         if blob and data.get("image_id") is not None:
             name = Path(str(data["image_id"])).name  # an image id never escapes the folder
             (out / f"{name}.jpg").write_bytes(blob)

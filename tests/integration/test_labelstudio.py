@@ -565,3 +565,21 @@ def test_cli_push_end_to_end_with_the_real_predictor(ls_server, tmp_path, monkey
         ents = task_format.result_to_entities(tokens, task["predictions"][0]["result"])
         assert len(ents) == len(task["predictions"][0]["result"])
         assert all(e.type in ("PER", "LOC", "ORG", "MISC") for e in ents)
+
+
+def test_a_partial_repush_keeps_every_task_s_pre_annotation_visible(ls_client, ls_project):
+    """Label Studio shows annotators only the predictions of the project's model version: pushing a subset with a
+    new version must not switch the project to it while other tasks have none of its predictions."""
+    preds = make_predictions(3)
+    first = ls_client.push_tasks(ls_project, task_format.build_tasks(preds, None, "model-a"))
+    assert len(first.created) == 3 and first.shown_version == "model-a"
+    again = ls_client.push_tasks(ls_project, task_format.build_tasks(preds[:1], None, "model-b"))
+    assert again.refreshed and again.shown_version == "model-a"
+    assert "still shows the predictions of model-a: 2 of its 3 tasks have none of model-b" in str(again)
+    assert ls_client.sdk.projects.get(id=ls_project).model_version == "model-a"
+    shown = {task_dict(t)["id"]: {p["model_version"] for p in task_dict(t)["predictions"]}
+             for t in ls_client.list_tasks(ls_project)}
+    assert all("model-a" in versions for versions in shown.values())  # every task keeps a visible pre-annotation
+    everything = ls_client.push_tasks(ls_project, task_format.build_tasks(preds, None, "model-b"))
+    assert everything.shown_version == "model-b" and not everything.version_note
+    assert ls_client.sdk.projects.get(id=ls_project).model_version == "model-b"
