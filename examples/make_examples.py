@@ -110,20 +110,20 @@ def stadium(w: int = 360, h: int = 480) -> Image.Image:
     return img
 
 
+# (file, drawing, tweet). No caption overrides: only the `given` caption source reads one, and no shipped model does.
 EXAMPLES = [
-    ("stage.jpg", stage, "Taylor Swift brought the house down at Madison Square Garden last night ! #concert", ""),
-    ("map.jpg", city_map, "Road closures near the Thames in London this weekend , plan ahead", ""),
-    ("emblem.jpg", emblem, "RT @sportsdesk : Arsenal unveil new crest ahead of the Premier League season", ""),
-    ("stadium.jpg", stadium, "Messi scores twice as Barcelona beat Real Madrid at Camp Nou",
-     "a football stadium at night with floodlights"),
+    ("stage.jpg", stage, "Taylor Swift brought the house down at Madison Square Garden last night ! #concert"),
+    ("map.jpg", city_map, "Road closures near the Thames in London this weekend , plan ahead"),
+    ("emblem.jpg", emblem, "RT @sportsdesk : Arsenal unveil new crest ahead of the Premier League season"),
+    ("stadium.jpg", stadium, "Messi scores twice as Barcelona beat Real Madrid at Camp Nou"),
 ]
 
 
 def main() -> None:
     rows = []
-    for name, draw, text, caption in EXAMPLES:
+    for name, draw, text in EXAMPLES:
         draw().save(HERE / name, quality=88)
-        rows.append({"image": name, "text": text, "caption": caption})
+        rows.append({"image": name, "text": text})
     (HERE / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} examples to {HERE}")
 

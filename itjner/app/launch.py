@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..checkpoints import (DEFAULT_CAPTION_SPEC, DEFAULT_CAPTIONER, DEFAULT_CHECKPOINT, REPO, NotACheckpoint,
-                           find_checkpoints, require_checkpoint)
+                           default_checkpoint, find_checkpoints, require_checkpoint)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -36,12 +36,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def checkpoint_folder(args) -> Path:
-    """The folder to serve, or NotACheckpoint with a message that says how to get one."""
-    folder = Path(args.checkpoint) if args.checkpoint else DEFAULT_CHECKPOINT
+def checkpoint_folder(args) -> tuple[Path, str | None]:
+    """(the folder to serve, a notice when the default could not be), or NotACheckpoint with a message that says
+    how to get one."""
+    folder, notice = (Path(args.checkpoint), None) if args.checkpoint else default_checkpoint()
     if not folder.exists():
         raise NotACheckpoint(missing_checkpoint_message(folder))
-    return require_checkpoint(folder)
+    return require_checkpoint(folder), notice
 
 
 def main(argv=None) -> int:
@@ -52,10 +53,12 @@ def main(argv=None) -> int:
 
     runtime.prepare(args.threads)
     try:
-        folder = checkpoint_folder(args)
+        folder, notice = checkpoint_folder(args)
     except NotACheckpoint as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
     runtime.quiet_transformers()
     from .layout import CSS, EXAMPLES, KEYS_JS, build_demo
     from .messages import UserError
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
 
     caption_source = args.caption_source or (DEFAULT_CAPTION_SPEC if DEFAULT_CAPTIONER.is_dir() else None)
     service = PredictService(folder, args.device, caption_source,
-                             cache_dir=Path(args.cache_dir) / "features" if args.cache_dir else None)
+                             cache_dir=Path(args.cache_dir) / "features" if args.cache_dir else None, notice=notice)
     try:
         service.predictor()  # load once, now: the first request does not pay for it and a broken folder fails here
         warm = service.warm_up()

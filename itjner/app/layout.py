@@ -22,7 +22,7 @@ def load_examples() -> list[list[str]]:
         if line.strip():
             row = json.loads(line)
             if (EXAMPLES / row["image"]).is_file():
-                rows.append([str(EXAMPLES / row["image"]), row["text"], row.get("caption", "")])
+                rows.append([str(EXAMPLES / row["image"]), row["text"]])
     return rows
 
 
@@ -40,6 +40,11 @@ document.addEventListener("keydown", (event) => {
 
 
 # On a phone the examples table fits the screen: cells wrap instead of pushing the table wider than the page.
+# Highlighted text wraps between words (Gradio's default breaks anywhere: "Bara ck"); a word longer than the line
+# (a URL) still breaks. Entity chips meet WCAG AA (>= 4.5:1): a span's label is black on its full type colour; Gradio
+# draws the span itself in its type colour at half opacity, which over the dark theme's grey gives a mid tone (LOC:
+# 4.3:1 with black or white text), so in dark mode a 40% black layer darkens it and the text is white (light mode:
+# black on the pale blend). tests/integration/test_browser.py measures both themes.
 CSS = """
 @media (max-width: 640px) {
   #examples .table-wrap table { width: 100% !important; min-width: 0 !important; table-layout: fixed; }
@@ -47,14 +52,18 @@ CSS = """
     white-space: normal !important; overflow-wrap: anywhere; padding: 4px !important; min-width: 0 !important; }
   #examples .table-wrap img { max-width: 64px; height: auto; }
 }
+.itjner-entities .textfield { word-break: normal !important; overflow-wrap: anywhere; }
+.itjner-entities .token .label { color: #000 !important; }
+.dark .itjner-entities .token.highlighted { color: #fff !important;
+  background-image: linear-gradient(rgba(0, 0, 0, 0.4), rgba(0, 0, 0, 0.4)); }
 """
 
 
-def header(default_checkpoint: str) -> str:
+def header() -> str:
     return ("## ITJNER · named entities in tweets, read with their images\n"
-            "Image-text joint NER (Zhong et al., 2022): the text attends to the image's 7×7 regions and to a caption "
-            "of it; a visual gate decides per word how much of the image to use. Loaded model: "
-            f"`{describe(default_checkpoint)}`.")
+            "Image-text joint NER (Zhong et al., 2022). A model that reads images attends from the text to the "
+            "photo's 7×7 regions and to a caption of it, and a visual gate decides per word how much of the image to "
+            "use; a text-only model reads the words alone. Each tab says which model it runs and what it reads.")
 
 
 def build_demo(service: PredictService, checkpoints: list[str] | None = None,
@@ -65,7 +74,7 @@ def build_demo(service: PredictService, checkpoints: list[str] | None = None,
     choices = [(describe(c), c) for c in checkpoints]
     examples = load_examples() if examples is None else examples
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(header(service.default_checkpoint), elem_id="header")
+        gr.Markdown(header(), elem_id="header")
         with gr.Tab("Predict"):
             tab_predict.build(demo, service, choices, examples)
         with gr.Tab("Error analysis"):

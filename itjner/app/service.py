@@ -87,6 +87,7 @@ class PredictResult:
     notes: list[str] = field(default_factory=list)  # extra Markdown-safe remarks for the status line
     default_caption_source: str = ""                 # the checkpoint's own caption source
     photo_caption: PhotoCaption | None = None        # the caption shown with per-word attention (photo_caption.py)
+    card: dict = field(default_factory=dict)         # the model's card (data, test F1): how far to trust it
 
 
 class PredictService:
@@ -95,18 +96,20 @@ class PredictService:
     image and settings runs nothing."""
 
     def __init__(self, default_checkpoint: str | os.PathLike, device: str | None = None,
-                 caption_source: str | None = None, cache_dir=None, cache_size: int = 64):
+                 caption_source: str | None = None, cache_dir=None, cache_size: int = 64, notice: str | None = None):
+        """notice: why the app serves another model than the shipped default (shown under the model picker)."""
         self.default_checkpoint = str(default_checkpoint)
+        self.notice = notice
         self.device = device
         self.default_caption_source = caption_source
         self.cache_dir = cache_dir
         self._predictors: dict[tuple[str, str | None], Any] = {}
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()  # one model call at a time (micro-batches and whole-file runs)
-        self._batcher = MicroBatcher(self._run_lock)
+        self.photo_captioner = PhotoCaptioner(self._run_lock)
+        self._batcher = MicroBatcher(self._run_lock, after=self._caption_photos)
         self._recent: LRUCache[tuple] = LRUCache(cache_size)
         self._recent_lock = threading.Lock()
-        self.photo_captioner = PhotoCaptioner(self._run_lock)
 
     # -- loading
     def resolve(self, checkpoint: str | None) -> str:
@@ -209,7 +212,7 @@ class PredictService:
             return self._result(recent[0], image, folder, spec, predictor, recent[1], notes, cached=True)
         started = time.perf_counter()
         try:
-            pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override, digest)
+            pred = self._batcher.predict(predictor, Tweet(image_id, tokens), blob, override, digest, extra=image)
         except ImportError as err:
             raise UserError(f"The caption source {spec or predictor.config.caption_source!r} is not available "
                             f"in this installation ({err}).") from err
@@ -222,6 +225,11 @@ class PredictService:
             self._recent.put(key, (pred, seconds))
         return self._result(pred, image, folder, spec, predictor, seconds, notes)
 
+    def _caption_photos(self, predictor, jobs, preds) -> None:
+        """After a micro-batch (model lock held): caption its photos that need a caption of their own, together."""
+        self.photo_captioner.caption_batch(predictor, [job.extra for job, pred in zip(jobs, preds)
+                                                       if self.photo_captioner.wanted(pred, job.extra)])
+
     def tag_many(self, predictor, tweets: list[Tweet], **kwargs) -> list[Prediction]:
         """A whole file's tweets (error analysis, export), taking turns with the app's micro-batches."""
         with self._run_lock:
@@ -230,7 +238,8 @@ class PredictService:
     def _result(self, pred, image, folder, spec, predictor, seconds, notes, cached=False) -> PredictResult:
         return PredictResult(pred, image, folder, spec, predictor.config.use_image, predictor.config.modalities(),
                              seconds, cached, notes, default_caption_source=str(predictor.config.caption_source),
-                             photo_caption=self.photo_captioner.for_prediction(pred, predictor, image))
+                             photo_caption=self.photo_captioner.for_prediction(pred, predictor, image),
+                             card=predictor.card)
 
 
 def override_notes(config, spec: str | None, override: str | None) -> list[str]:

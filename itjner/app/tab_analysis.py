@@ -141,9 +141,9 @@ def build(service: PredictService, checkpoints: list[tuple[str, str]], server_pa
         w["detail"] = gr.Markdown()
         with gr.Row():
             w["gold"] = gr.HighlightedText(label="Gold", color_map=dict(ui.TYPE_COLOURS), show_legend=True,
-                                           elem_id="gold-hl")
+                                           elem_id="gold-hl", elem_classes=["itjner-entities"])
             w["predicted"] = gr.HighlightedText(label="Predicted", color_map=dict(ui.TYPE_COLOURS),
-                                                elem_id="pred-hl")
+                                                elem_id="pred-hl", elem_classes=["itjner-entities"])
         with gr.Row(visible=False) as w["heat_group"]:
             w["a_token"] = gr.Dropdown(label="Heatmap for", choices=[], value=None)
             with gr.Column():

@@ -16,9 +16,9 @@ from .widgets import raw_image
 
 
 # The predict handler's outputs, in order; the API (`/predict`) returns them less the layout groups and the state.
-PREDICT_OUTPUTS = ("status", "caption", "entities", "words", "fix_message", "token", "source", "head", "heatmap",
-                   "legend", "maps", "map_note", "gate", "cap_group", "cap_word", "cap_heat", "cap_legend", "json",
-                   "state")
+PREDICT_OUTPUTS = ("status", "caption", "trust", "entities", "words", "fix_message", "token", "source", "head",
+                   "heatmap", "legend", "maps", "map_note", "gate", "cap_group", "cap_word", "cap_heat", "cap_legend",
+                   "json", "state")
 PREDICT_API_OUTPUTS = tuple(name for name in PREDICT_OUTPUTS if name not in ("maps", "cap_group", "state"))
 
 
@@ -43,6 +43,7 @@ def on_predict(service: PredictService, w: dict, image, text, caption, checkpoin
     return {
         w["status"]: ui.status_message(res),
         w["caption"]: ui.caption_text(res),
+        w["trust"]: ui.trust_line(res),
         w["entities"]: entities_view(pred.tweet.tokens, pred.entities),
         w["words"]: gr.update(choices=ui.word_choices(pred.tweet.tokens), value=[]),
         w["fix_message"]: "",
@@ -77,7 +78,7 @@ def entities_view(tokens, entities) -> dict:
 def predict_problem(w: dict, message: str) -> dict:
     """An input the app cannot tag: say why in the status line, clear the old results. API callers get
     {"error": message} as the JSON output."""
-    return {w["status"]: f"⚠️ **{md_escape(message)}**", w["caption"]: "", w["entities"]: None,
+    return {w["status"]: f"⚠️ **{md_escape(message)}**", w["caption"]: "", w["trust"]: "", w["entities"]: None,
             w["words"]: gr.update(choices=[], value=[]), w["fix_message"]: "",
             w["token"]: gr.update(choices=[], value=None), w["heatmap"]: None, w["legend"]: "",
             w["maps"]: gr.update(visible=False), w["map_note"]: gr.update(visible=False),
@@ -128,7 +129,7 @@ def on_correct(w: dict, state, words, etype, token) -> dict:
     choices = ui.token_choices(pred, entities)
     keep = token if token in {value for _, value in choices} else None
     what = "removed" if etype == ui.NOT_AN_ENTITY else f"labelled {etype}"
-    return {w["entities"]: entities_view(pred.tweet.tokens, entities),
+    return {w["entities"]: entities_view(pred.tweet.tokens, entities), w["words"]: gr.update(value=[]),
             w["fix_message"]: f"Corrected: {len(words)} word(s) {what}.",
             w["token"]: gr.update(choices=choices, value=keep or choices[0][1]),
             w["json"]: ui.prediction_json(pred, state.get("model", ""), state.get("modalities", ""), entities),
@@ -147,12 +148,13 @@ def caption_source_state(service: PredictService, checkpoint) -> dict:
 
 
 def on_model(service: PredictService, w: dict, checkpoint) -> dict:
-    """Another checkpoint picked: show its card, and whether it reads captions."""
+    """Another checkpoint picked: say what it reads, show its card, and whether it reads captions."""
     try:
         folder = service.resolve(checkpoint)
     except UserError as err:
-        return {w["card"]: f"⚠️ {md_escape(err)}"}
-    return {w["card"]: model_card_text(folder), w["caption_source"]: gr.update(**caption_source_state(service, folder))}
+        return {w["model_info"]: f"⚠️ {md_escape(err)}", w["card"]: ""}
+    return {w["model_info"]: ui.model_info(folder), w["card"]: model_card_text(folder),
+            w["caption_source"]: gr.update(**caption_source_state(service, folder))}
 
 
 def on_send(state, url, key, project):
@@ -191,6 +193,7 @@ def input_column(service: PredictService, checkpoints: list[tuple[str, str]]) ->
                                           **caption_source_state(service, None))
         with gr.Accordion("Model card", open=False):
             c["card"] = gr.Markdown(model_card_text(service.default_checkpoint), elem_id="model-card")
+    c["model_info"] = gr.Markdown(ui.model_info(service.default_checkpoint, service.notice), elem_id="model-info")
     c["button"] = gr.Button("Predict", variant="primary", elem_id="predict-btn")
     return c
 
@@ -229,8 +232,10 @@ def result_column() -> dict:
     r = {"status": gr.Markdown(elem_id="status"),
          "caption": gr.Textbox(label="Caption of the photo", interactive=False, elem_id="caption-out")}
     gr.HTML(ui.legend_html(), padding=False)
+    r["trust"] = gr.Markdown(elem_id="trust")
     r["entities"] = gr.HighlightedText(label="Entities with confidence (click a span to correct it below)",
-                                       show_legend=False, color_map=dict(ui.TYPE_COLOURS), elem_id="entities")
+                                       show_legend=False, color_map=dict(ui.TYPE_COLOURS), elem_id="entities",
+                                       elem_classes=["itjner-entities"])
     r["correct"] = correction_panel()
     r.update(image_panels())
     r["map_note"] = gr.Markdown(visible=False)
@@ -271,8 +276,8 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
             with gr.Accordion("Prediction as JSON", open=False):
                 raw = gr.JSON(label="prediction")
     if examples:  # below the results: on a phone the results come right after the Predict button
-        gr.Examples(examples=examples, inputs=[c["image"], c["text"], c["override"]],
-                    label="Examples (procedurally drawn images)", elem_id="examples")
+        gr.Examples(examples=examples, inputs=[c["image"], c["text"]], elem_id="examples",
+                    label="Examples: drawn images (a model that reads images sees a drawing, not a photo)")
     state = gr.State()
     fix = r["correct"]
     w = {**c, **r, **{f"ls_{k}": v for k, v in ls.items()}, "words": fix["words"], "fix_message": fix["message"],
@@ -287,10 +292,10 @@ def build(demo: gr.Blocks, service: PredictService, checkpoints: list[tuple[str,
     w["cap_word"].input(partial(on_caption_word, w), [state, w["cap_word"]], [w["cap_heat"], w["cap_legend"]],
                         api_name=False)
     w["entities"].select(on_span_click, state, w["words"], api_name=False)
-    w["checkpoint"].change(partial(on_model, service, w), w["checkpoint"], [w["card"], w["caption_source"]],
-                           api_name=False)
+    w["checkpoint"].change(partial(on_model, service, w), w["checkpoint"],
+                           [w["model_info"], w["card"], w["caption_source"]], api_name=False)
     fix["apply"].click(partial(on_correct, w), [state, w["words"], w["fix_type"], w["token"]],
-                       [w["entities"], w["fix_message"], w["token"], w["json"], state], api_name=False)
+                       [w["entities"], w["words"], w["fix_message"], w["token"], w["json"], state], api_name=False)
     w["ls_send"].click(on_send, [state, w["ls_url"], w["ls_key"], w["ls_project"]], w["ls_status"], api_name=False)
     w["ls_flush"].click(on_flush, [w["ls_url"], w["ls_key"]], w["ls_status"], api_name=False)
     demo.load(on_load, None, w["ls_status"], api_name=False)

@@ -117,6 +117,41 @@ def prediction_json(pred: Prediction, model: str = "", modalities: str = "",
     return out
 
 
+def model_info(folder: str, notice: str | None = None) -> str:
+    """What the chosen model reads, in words (Markdown; no user content). `notice`: why another model than the
+    default is serving, when it is."""
+    from ..checkpoints import describe, is_toy, load_card, reads
+    from ..configuration_itjner import ITJNERConfig
+
+    config = ITJNERConfig.load(folder).to_dict()
+    what = reads(config)
+    if is_toy(load_card(folder)):
+        use = "⚠️ trained on drawn toy images only: its tags on real tweets and photos mean nothing."
+    elif what == "text only":
+        use = "it reads **the text only**: the photo and its caption are shown for reference and do not change the tags."
+    else:
+        use = f"it reads **{what}**."
+    line = f"**Model** {md_code(describe(folder))}: {use}"
+    return line + (f"\n\nℹ️ {md_escape(notice)}" if notice else "")
+
+
+def trust_line(res: PredictResult) -> str:
+    """Beside the entities, on every result: how far to trust them (the toy model's warning stays here)."""
+    from ..checkpoints import DATASET_NAMES, is_toy
+
+    card = res.card or {}
+    if is_toy(card):
+        return ("⚠️ **Toy-world model: these tags mean nothing on a real tweet or photo.** It was trained on drawn "
+                "shapes to prove the image branch works; pick another model for real tweets.")
+    f1 = (card.get("test") or {}).get("overall", {}).get("f1")
+    data = card.get("data") if isinstance(card.get("data"), str) else None
+    if not isinstance(f1, (int, float)):
+        return "The number after each type is the model's confidence (CRF marginal); this model's card gives no test F1."
+    on = DATASET_NAMES.get(Path(data).name, Path(data).name) if data else "its test split"
+    return (f"How far to trust it: entity F1 {f1:.1f} on {md_escape(on)} test tweets (about "
+            f"{100 - f1:.0f}% of entities missed or wrong). The number after each type is the model's confidence.")
+
+
 def status_message(res: PredictResult) -> str:
     """Markdown (no tweet text in it) saying what the prediction used."""
     pred = res.prediction
@@ -124,8 +159,10 @@ def status_message(res: PredictResult) -> str:
     parts = [f"**{len(pred.entities)} entit{'y' if len(pred.entities) == 1 else 'ies'}** · model {name} "
              f"({md_escape(res.modalities)}) · {res.seconds * 1000:.0f} ms" + (" (cached)" if res.cached else "")]
     if not res.uses_image:
-        parts.append("ℹ️ This checkpoint was trained without the image branch: **the image does not influence its "
-                     "predictions**" + (" (only through the caption shown)." if "caption" in res.modalities else "."))
+        parts.append("ℹ️ This model reads the text only: **the image does not influence its predictions**"
+                     + (" (only through the caption shown)." if "caption" in res.modalities else "."))
+        if res.image.problem and res.image.problem != "no image":
+            parts.append(f"⚠️ The uploaded file cannot be used as an image: {md_escape(res.image.problem)}.")
     elif res.image.problem:
         parts.append(f"⚠️ Image not used ({md_escape(res.image.problem)}): the prediction is from the text"
                      f"{' and caption' if pred.caption else ''} only.")
@@ -138,18 +175,24 @@ def status_message(res: PredictResult) -> str:
     return "\n\n".join(parts)
 
 
+POOR_CAPTION = "likely poor: the captioner is unsure of it; it was trained on 1,000 Flickr8k photos"
+
+
 def caption_text(res: PredictResult) -> str:
     """What the caption box shows: the caption the model read, else the photo's caption from the default captioner
-    (saying the model does not read it), or why there is none."""
-    if res.prediction.caption:
-        return res.prediction.caption
+    (saying the model does not read it), or why there is none; a caption the captioner is unsure of says so."""
     photo = res.photo_caption
+    poor = f" ({POOR_CAPTION})" if photo is not None and photo.likely_poor else ""
+    if res.prediction.caption:
+        return res.prediction.caption + (poor if photo is not None and photo.read_by_model else "")
     if photo is not None and photo.text:
         why = ("this model reads no captions" if "caption" not in res.modalities
                else "not what this model read")
-        return f"{photo.text}  ({why}: generated for the photo by the Flickr8k captioner)"
+        return f"{photo.text}  ({why}: generated for the photo by the Flickr8k captioner)" + poor
+    if res.image.problem and res.image.problem != "no image":
+        return f"(no caption: the image cannot be read: {res.image.problem})"
     if "caption" not in res.modalities:
-        return "(this checkpoint does not use captions)"
+        return "(no caption: this model reads no captions, and there is no photo to caption)"
     if str(res.caption_source or "").startswith("given") or (res.caption_source is None and
                                                              res.default_caption_source.startswith("given")):
         return "(no caption: the `given` caption source reads the alt text field, which is empty)"

@@ -224,6 +224,23 @@ def test_model_picker_names_models_and_labels_the_toy(page):
     toy = [o for o in options if "itjner-lite-toyworld" in o]
     assert toy and "drawn toy images only" in toy[0], options
     assert not any(o.startswith("/") for o in options), "models are listed by name, not by server path"
+    assert not any("captioner" in o for o in options), "the captioner is not a named-entity model"
+    assert not any("{" in o or "'" in o for o in options), f"described in words, not Python reprs: {options}"
+
+
+def test_the_toy_model_warns_beside_its_entities(page):
+    page.get_by_role("tab", name="Predict").click()
+    if not page.locator("#checkpoint").is_visible():
+        page.get_by_text("Model", exact=True).first.click()
+    page.locator("#checkpoint input").click()
+    page.get_by_role("option").filter(has_text="itjner-lite-toyworld").click()
+    page.locator("#model-info").get_by_text("toy images only").wait_for(timeout=30_000)
+    _predict(page, "RT @user : 30 people visit Paris", image="stadium.jpg")
+    page.locator("#trust").get_by_text("Toy-world model").wait_for(timeout=30_000)
+    assert "mean nothing" in page.locator("#trust").inner_text()
+    page.locator("#checkpoint input").click()  # back to the app's default model for the other tests
+    page.get_by_role("option").first.click()
+    page.locator("#model-info").get_by_text("Model").wait_for(timeout=30_000)
 
 
 def test_failed_analysis_and_export_leave_a_message_and_no_stale_results(page, tmp_path):
@@ -289,3 +306,122 @@ def test_dark_mode_heatmap_has_no_white_canvas(app_url, page):
         shot(page, "dark-heatmap.png")
     finally:
         dark.close()
+
+
+CONTRAST_JS = """sel => {
+  const parse = c => { const p = c.match(/rgba?\\(([^)]+)\\)/)[1].split(',').map(Number); return p.length > 3 ? p : [...p, 1]; };
+  const page = parse(getComputedStyle(document.body).backgroundColor);
+  const under = el => {  // the colour the text stands on: its and its ancestors' backgrounds (a plain colour, and
+    const layers = [];    // a one-colour gradient layered over it), alpha composited
+    for (let e = el; e; e = e.parentElement) {
+      const style = getComputedStyle(e);
+      const over = style.backgroundImage.match(/linear-gradient\((rgba?\([^)]+\))/);
+      if (over) layers.push(parse(over[1]));
+      const c = parse(style.backgroundColor);
+      if (c[3] > 0) layers.push(c);
+      if (c[3] >= 1) break;
+    }
+    let rgb = page[3] >= 1 ? page.slice(0, 3) : [255, 255, 255];
+    for (const c of layers.reverse()) rgb = rgb.map((v, i) => c[i] * c[3] + v * (1 - c[3]));
+    return rgb;
+  };
+  const lum = rgb => rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+                        .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  return [...document.querySelectorAll(sel)].map(el => {
+    const a = lum(parse(getComputedStyle(el).color).slice(0, 3)), b = lum(under(el));
+    return [el.innerText.trim(), (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)];
+  });
+}"""
+
+
+def _correct(page, word_option: str, etype: str) -> None:
+    if not page.locator("#correct-type").is_visible():
+        page.locator("#correct").get_by_text("Correct the entities").click()
+    page.locator("#correct-words input").click()
+    page.get_by_role("option", name=word_option).click()
+    page.keyboard.press("Escape")
+    page.locator("#correct-type").get_by_text(etype, exact=True).click()
+    page.evaluate("() => { const m = document.querySelector('#correct-message'); m.dataset.old = m.innerText; }")
+    page.locator("#correct-apply").click()
+    page.wait_for_function(f"() => {{ const m = document.querySelector('#correct-message');"
+                           f" return m.innerText.includes('labelled {etype}') && m.innerText !== m.dataset.old; }}")
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_entity_chips_meet_wcag_aa_contrast(app_url, page, theme):
+    themed = page.context.browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme=theme)
+    try:
+        themed.goto(app_url + ("?__theme=dark" if theme == "dark" else "?__theme=light"))
+        themed.wait_for_selector("#predict-btn", timeout=60_000)
+        _predict(themed, "Obama visits Paris with Apple today")
+        _correct(themed, "#4 Apple", "ORG")  # every type on the page, whatever the tiny model tagged
+        _correct(themed, "#5 today", "MISC")
+        themed.wait_for_function("() => document.querySelectorAll('#entities .token.highlighted').length >= 4")
+        chips = themed.evaluate(CONTRAST_JS, "#entities .token.highlighted .text, #entities .token .label")
+        types = {text.split()[0] for text, _ in chips if text.split()[0] in ("PER", "LOC", "ORG", "MISC")}
+        assert types == {"PER", "LOC", "ORG", "MISC"}, chips
+        low = [(text, round(ratio, 2)) for text, ratio in chips if ratio < 4.5]
+        assert not low, f"{theme}: below WCAG AA 4.5:1: {low}"
+        shot(themed, f"chips-{theme}.png")
+    finally:
+        themed.close()
+
+
+def test_untagged_text_wraps_between_words_on_a_phone(app_url, page):
+    phone = page.context.browser.new_page(viewport={"width": 390, "height": 844})
+    try:
+        phone.goto(app_url)
+        phone.wait_for_selector("#predict-btn", timeout=60_000)
+        _predict(phone, "Obama visits Paris " + "and then everybody talked about yesterday's wonderful extraordinary "
+                        "performances until midnight " * 3, image=None)
+        split = phone.evaluate("""() => {
+          const out = [];
+          for (const span of document.querySelectorAll('#entities .text')) {
+            for (const node of span.childNodes) {
+              if (node.nodeType !== 3) continue;
+              let at = 0;
+              for (const word of node.textContent.split(' ')) {
+                if (word) {
+                  const r = document.createRange(); r.setStart(node, at); r.setEnd(node, at + word.length);
+                  const lines = new Set([...r.getClientRects()].filter(x => x.width > 0).map(x => Math.round(x.top)));
+                  if (lines.size > 1) out.push(word);
+                }
+                at += word.length + 1;
+              }
+            }
+          }
+          return out; }""")
+        assert split == [], f"words broken across lines: {split}"
+    finally:
+        phone.close()
+
+
+def test_a_bad_image_is_named_even_when_the_model_ignores_images(tmp_path_factory, page):
+    """A text-only model still says what is wrong with the upload (a text file renamed .jpg, a 1x1 JPEG)."""
+    import io
+
+    from PIL import Image
+
+    from fixtures.app_checkpoints import text_only_checkpoint_dir
+
+    folder = tmp_path_factory.mktemp("bad-images")
+    (folder / "notes.jpg").write_text("this is not an image")
+    Image.new("RGB", (1, 1)).save(folder / "dot.jpg")
+    with running_app(text_only_checkpoint_dir(tmp_path_factory), tmp_path_factory.mktemp("text-only-run")) as url:
+        tab = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            tab.goto(url)
+            tab.wait_for_selector("#predict-btn", timeout=60_000)
+            for name, reason in (("notes.jpg", "not a readable image"), ("dot.jpg", "too small")):
+                tab.locator("#image-in input[type=file]").set_input_files(str(folder / name))
+                tab.locator("#tweet-text textarea").fill(f"Obama visits Paris {name}")
+                tab.locator("#predict-btn").click()
+                tab.locator("#status").get_by_text(reason).wait_for(timeout=60_000)
+                tab.wait_for_function("() => !document.querySelector('#status').innerText.match(/^\\d+\\.\\ds/)")
+                status = tab.locator("#status").inner_text()
+                assert "cannot be used as an image" in status and reason in status, status
+                caption = tab.locator("#caption-out textarea").input_value()
+                assert reason in caption and "does not use captions" not in caption, caption
+            assert "reads the text only" in tab.locator("#model-info").inner_text()
+        finally:
+            tab.close()
