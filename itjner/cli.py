@@ -93,21 +93,35 @@ def _annotate_card(folder, command: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .data import read_conll
+    from .checkpoints import REPO, load_card
+    from .data import read_conll, split_path
     from .images import ImageReport
     from .metrics import format_scores
-    from .predict import Predictor
-    from .data import split_path
+    from .predict import Predictor, effective_precision
     from .train import evaluate_tweets
 
-    predictor = Predictor.from_pretrained(args.checkpoint, args.device, args.caption_source, precision=args.precision)
-    tweets = read_conll(split_path(args.data, args.split))
+    checkpoint = checkpoint_or_default(args.checkpoint)
+    card = load_card(checkpoint)
+    data = args.data or card.get("data")
+    if not data:
+        raise ValueError(f"{checkpoint}'s card names no dataset: give --data (a dataset folder or a CoNLL file)")
+    if not Path(data).exists() and (REPO / data).exists():  # a card's relative path, from another directory
+        data = REPO / data
+    predictor = Predictor.from_pretrained(checkpoint, args.device, args.caption_source, precision=args.precision)
+    tweets = read_conll(split_path(data, args.split))
     report = ImageReport()
     scores = evaluate_tweets(predictor, tweets, args.images, report=report)
     if predictor.config.use_image:
         print(report.summary(), file=sys.stderr)
-    print(f"{args.checkpoint} on {split_path(args.data, args.split)} ({len(tweets)} tweets)")
+    precision = effective_precision(predictor.device, predictor.precision)
+    print(f"{checkpoint} on {split_path(data, args.split)} ({len(tweets)} tweets, {precision})")
     print(format_scores(scores))
+    recorded = (card.get("precision_scores") or {}).get(precision, {}).get("dev" if args.split in ("dev", "valid")
+                                                                            else args.split)
+    if recorded is not None:
+        same = abs(recorded - scores["overall"]["f1"]) < 0.005
+        print(f"the model card records F1 {recorded:.2f} for this split in {precision}: "
+              + ("reproduced" if same else f"NOT reproduced (got {scores['overall']['f1']:.2f})"))
     if args.json:
         Path(args.json).write_text(json.dumps(scores, indent=2) + "\n")
     return 0
@@ -226,8 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(sub)
 
     e = sub.add_parser("evaluate", help="entity-level P/R/F1 of a checkpoint on a split")
-    e.add_argument("checkpoint")
-    e.add_argument("--data", required=True, help="dataset folder or a CoNLL file")
+    e.add_argument("checkpoint", nargs="?", help="model folder (default: the default model)")
+    e.add_argument("--data", help="dataset folder or a CoNLL file (default: the one its card names)")
     e.add_argument("--split", default="test", choices=["train", "dev", "valid", "test"])
     e.add_argument("--images")
     e.add_argument("--caption-source")
@@ -252,12 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checkpoint_or_default(checkpoint: str | None) -> str:
+    """The folder a command uses: the given one, else the shipped default (or lite, with a notice on stderr, when
+    the default's encoder weights are not installed)."""
+    from .checkpoints import default_checkpoint
+
+    if checkpoint:
+        return checkpoint
+    folder, notice = default_checkpoint()
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
+    return str(folder)
+
+
 def get_predictor(checkpoint: str | None = None, device: str | None = None, precision: str = "auto"):
-    """The checkpoint a CLI tags with: the given folder, else the embedded default."""
-    from .checkpoints import DEFAULT_CHECKPOINT
+    """The checkpoint a CLI tags with: the given folder, else the default."""
     from .predict import Predictor
 
-    return Predictor.from_pretrained(checkpoint or DEFAULT_CHECKPOINT, device, precision=precision)
+    return Predictor.from_pretrained(checkpoint_or_default(checkpoint), device, precision=precision)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,14 +31,22 @@ def _training_data_lines(card: dict) -> list[str]:
 def write_model_card(folder: str | Path, config, card: dict) -> None:
     image_note = ("The image branch is part of this model." if config.use_image else
                   "**Trained without images: the image does not influence its predictions.**")
+    if config.adapter:
+        weights = config.text_encoder_weights or {}
+        encoder = (f"frozen, loaded by name from its installed weights (sha256 {weights.get('sha256', '?')[:12]}... "
+                   f"checked at load), with a LoRA adapter (rank {config.adapter.get('r')}, alpha "
+                   f"{config.adapter.get('alpha')}, on {config.adapter.get('target_modules')}) stored in encoder_adapter/")
+    elif config.freeze_text_encoder:
+        encoder = "frozen, loaded by name, not stored"
+    else:
+        encoder = "fine-tuned, stored here"
     lines = [
         f"# ITJNER checkpoint `{Path(folder).name}`",
         "",
         "Image-text joint NER (Zhong et al., 2022), implemented by the ITJNER project.",
         "",
     ] + ([f"**Warning:** {card['warning']}", ""] if card.get("warning") else []) + [
-        f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` "
-        f"({'frozen, loaded by name, not stored' if config.freeze_text_encoder else 'fine-tuned, stored here'}); image backbone "
+        f"- preset: `{config.preset}`; text encoder `{config.text_encoder}` ({encoder}); image backbone "
         f"`{config.image_backbone}` (frozen, loaded by name, not stored)",
         f"- modalities trained with: **{config.modalities()}**. {image_note}",
         f"- switches: caption={config.use_caption}, gate={config.use_gate}, "
@@ -59,6 +67,16 @@ def write_model_card(folder: str | Path, config, card: dict) -> None:
         "",
         "Entity-level micro scores over exact (type, start, end) chunks, conlleval chunking, first sub-token tags.",
     ]
+    if card.get("precision_scores"):
+        lines += ["", f"The same stored file in each compute precision (`itjner evaluate --precision P` reprints them; "
+                  f"`auto` ran {card.get('precision')} where this card was written):", "",
+                  "| precision | dev F1 | test F1 |", "|---|---|---|"]
+        lines += [f"| {p} | {s.get('dev', float('nan')):.2f} | {s.get('test', float('nan')):.2f} |"
+                  for p, s in card["precision_scores"].items()]
+    if card.get("speed"):
+        speed = card["speed"]
+        lines += ["", f"Speed: {speed['ms_per_tweet']} ms to tag one tweet at {speed['precision']} "
+                  f"({speed.get('machine', '')}; {speed.get('measured', '')})."]
     if card.get("stored_dtype"):
         lines += ["", f"Weights stored as {card['stored_dtype']}; the figures above were measured on the stored file "
                   f"(before conversion: dev F1 {card['dev_fp32']['overall']['f1']:.2f}, "

@@ -1,6 +1,7 @@
 """How local are the frozen backbone's 7x7 region features on the toy world? (evidence for issue 4's heatmap check)
 
     .venv/bin/python scripts/toy_locality.py            # lite backbone (EfficientNet-Lite0)
+    .venv/bin/python scripts/toy_locality.py --sizes 30,15   # a quick check: fewer probe pairs (default 600,300)
 
 1. One cue on a blank background, in many cells: which region's features change most (‖f - f_blank‖)? If the grid
    were sharply local that would be the cue's own cell; the script counts own cell, 3x3 neighbourhood, and prints a map.
@@ -8,6 +9,7 @@
    decoys (all three types in every image, the subject framed): if pooling decodes the type, a model has no pressure
    to make its attention peak on the cue.
 """
+import argparse
 import os
 import random
 import tempfile
@@ -49,8 +51,8 @@ def blank_background(backbone) -> None:
     print(change.view(GRID, GRID).round().int())
 
 
-def pooled_probe(backbone) -> None:
-    data = generate(tempfile.mkdtemp(prefix="toy-probe-"), sizes=(600, 10, 300), seed=0, decoys=2)
+def pooled_probe(backbone, train: int = 600, test: int = 300) -> None:
+    data = generate(tempfile.mkdtemp(prefix="toy-probe-"), sizes=(train, 10, test), seed=0, decoys=2)
     store = FeatureStore(backbone, Path(data) / "cache")
 
     def pooled(split):
@@ -73,8 +75,11 @@ def pooled_probe(backbone) -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="600,300", help="train,test toy pairs of the linear probe")
+    sizes = [int(n) for n in parser.parse_args().sizes.split(",")]
     random.seed(0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     bb = load_image_backbone("efficientnet-lite0")
     blank_background(bb)
-    pooled_probe(bb)
+    pooled_probe(bb, *sizes)
