@@ -35,9 +35,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--single", type=int, default=10)
-    p.add_argument("--outputs", type=int, default=16, help="outputs of the no-op event (the demo's /predict has 16)")
+    p.add_argument("--outputs", type=int, help="outputs of the no-op event (default: as many as the demo's /predict)")
     p.add_argument("--fresh-sessions", action="store_true")
+    p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
+    if args.outputs is None:
+        from itjner.app.tab_predict import PREDICT_API_OUTPUTS
+
+        args.outputs = len(PREDICT_API_OUTPUTS)
     port = free_port()
     with tempfile.TemporaryDirectory() as work:
         script = Path(work, "noop_app.py")
@@ -62,7 +67,14 @@ def main(argv=None) -> int:
           f"{percentile(alone, 0.5):.3f} s; {args.clients} clients p50 {percentile(latencies, 0.5):.2f} s, "
           f"p95 {percentile(latencies, 0.95):.2f} s, {args.clients / wall:.1f} req/s "
           f"({percentile(latencies, 0.5) / percentile(alone, 0.5):.1f}x the lone client's){'; failed ' + str(failed) if failed else ''}")
-    return 0
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"clients": args.clients, "outputs": args.outputs, "failed": failed,
+                                               "single_p50_s": percentile(alone, 0.5),
+                                               "p50_s": percentile(latencies, 0.5),
+                                               "requests_per_s": args.clients / wall}, indent=2) + "\n")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

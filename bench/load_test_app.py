@@ -102,7 +102,10 @@ def server_reference(url: str, texts: list[str], files: list[Path], caption_sour
     client = Client(url, verbose=False)
     out = []
     for text, file in zip(texts, files):
-        raw = client.predict(handle_file(str(file)), text, "", None, caption_source, api_name="/predict")[-1]
+        from itjner.app.tab_predict import PREDICT_API_OUTPUTS
+
+        res = client.predict(handle_file(str(file)), text, "", None, caption_source, api_name="/predict")
+        raw = dict(zip(PREDICT_API_OUTPUTS, res))["json"]
         out.append({"tokens": raw["tokens"], "tags": raw["tags"],
                     "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]})
     return out
@@ -183,9 +186,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     from itjner.app.launch import missing_checkpoint_message
-    from itjner.checkpoints import DEFAULT_CHECKPOINT
+    from itjner.checkpoints import default_checkpoint
 
-    checkpoint = args.checkpoint or str(DEFAULT_CHECKPOINT)
+    checkpoint = args.checkpoint or str(default_checkpoint()[0])
     if not Path(checkpoint, "model.safetensors").is_file():
         raise SystemExit(missing_checkpoint_message(Path(checkpoint)))
     texts, files = tweets(args.clients), images(args.clients)
@@ -211,19 +214,22 @@ def main(argv=None) -> int:
             if proc is not None:
                 proc.terminate()
                 proc.wait(timeout=30)
+    from itjner.app.tab_predict import PREDICT_API_OUTPUTS
+
     failures = []
     for i, (res, exp) in enumerate(zip(results, want)):
         if isinstance(res, Exception):
             failures.append(f"client {i}: {res.__class__.__name__}: {res}")
             continue
-        raw = res[-1]
+        out = dict(zip(PREDICT_API_OUTPUTS, res))
+        raw = out["json"]
         got = {"tokens": raw["tokens"], "tags": raw["tags"],
                "spans": [(e["type"], e["start"], e["end"]) for e in raw["entities"]]}
         if got != exp:
             failures.append(f"client {i}: got {got}, expected {exp}")
-        elif "image" in raw["modalities"] and not (res[8] and Path(res[8]).is_file()):
+        elif "image" in raw["modalities"] and not (out["heatmap"] and Path(out["heatmap"]).is_file()):
             failures.append(f"client {i}: no heatmap file")
-        elif "image" not in raw["modalities"] and "does not influence" not in res[0]:
+        elif "image" not in raw["modalities"] and "does not influence" not in out["status"]:
             failures.append(f"client {i}: a text-only checkpoint must say the image does not influence it")
     stats = {"single_p50_s": percentile(alone, 0.5), "single_p95_s": percentile(alone, 0.95),
              "clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),

@@ -1,0 +1,58 @@
+"""The benchmark scripts run to the end (on tiny settings, so they cannot rot again): the inference bench, the app's
+load test and the no-op Gradio floor it is compared with. Their numbers are not checked here; docs/benchmarks.md
+gives the commands and the figures measured on a quiet machine."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fixtures.app_checkpoints import tiny_checkpoint_dir
+from fixtures.paths import REPO
+
+pytestmark = [pytest.mark.slow]
+
+
+def run(script: str, *args: str, tmp_path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", ITJNER_CACHE=str(tmp_path / "cache"),
+               ITJNER_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(REPO / "bench"))
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_the_inference_bench_reports_every_row(tmp_path):
+    out = tmp_path / "bench.json"
+    run("bench_inference.py", "--preset", "tiny", "--repeats", "2", "--batch", "16", "--precision", "fp32,bf16",
+        "--json", str(out), tmp_path=tmp_path)
+    res = json.loads(out.read_text())
+    for precision in ("fp32", "bf16"):
+        row = res[precision]
+        assert row["one_tweet_ms"]["p50"] > 0 and row["batch_tweets_per_s"] > 0 and row["text_encoder_ms_p50"] > 0
+        assert row["image_backbone_ms_p50"] > 0  # the tiny preset reads images
+    assert res["train_step_ms_p50"] > 0 and res["peak_rss_mib"] > 0 and res["load_s"] > 0
+
+
+def test_the_inference_bench_times_a_checkpoint_through_the_app_path(tmp_path_factory, tmp_path):
+    out = tmp_path / "bench.json"
+    ckpt = tiny_checkpoint_dir(tmp_path_factory)
+    run("bench_inference.py", "--checkpoint", str(ckpt), "--app-path", "--repeats", "2", "--batch", "16",
+        "--precision", "fp32", "--json", str(out), tmp_path=tmp_path)
+    res = json.loads(out.read_text())
+    assert res["fp32"]["app_path_ms"]["p50"] > 0 and "train_step_ms_p50" not in res
+
+
+def test_the_load_test_and_its_floor_run_and_check_every_answer(tmp_path_factory, tmp_path):
+    ckpt = tiny_checkpoint_dir(tmp_path_factory)
+    load = run("load_test_app.py", "--checkpoint", str(ckpt), "--clients", "3", "--single", "2", "--threads", "1",
+               "--json", str(tmp_path / "load.json"), tmp_path=tmp_path)
+    stats = json.loads((tmp_path / "load.json").read_text())
+    assert stats["ok"] == 3 and stats["requests_per_s"] > 0, load.stdout
+    run("gradio_floor.py", "--clients", "3", "--single", "2", "--json", str(tmp_path / "floor.json"),
+        tmp_path=tmp_path)
+    floor = json.loads((tmp_path / "floor.json").read_text())
+    assert floor["failed"] == 0 and floor["requests_per_s"] > 0
