@@ -85,7 +85,7 @@ def save_adapter(encoder: nn.Module, folder: str | Path, base_id: str, dtype: to
 
     target = Path(folder) / ADAPTER_DIR
     target.mkdir(parents=True, exist_ok=True)
-    state = get_peft_model_state_dict(encoder)
+    state = get_peft_model_state_dict(encoder, save_embedding_layers=False)  # no hub lookup: LoRA weights only
     state = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in state.items()}
     replace(encoder.peft_config["default"], base_model_name_or_path=base_id).save_pretrained(str(target))
     save_file(state, str(target / ADAPTER_WEIGHTS), metadata={"format": "pt"})

@@ -5,8 +5,9 @@
 Evaluates the fp16 copy on dev and test in each compute precision this machine runs (fp32, and bf16 where the CPU
 or GPU computes it natively) and records them in its card (`precision_scores`; `itjner evaluate --precision P`
 reprints them), the figures of `auto` as the card's dev/test, the trained weights' figures before the fp16 copy
-(dev_fp32/test_fp32, measured now when the run skipped test or used --limit), and the time to tag one tweet at `auto`
-(`speed`, for the app's model picker). A LoRA checkpoint keeps its adapter apart (encoder_adapter/).
+(dev_fp32/test_fp32, measured now when the run skipped test or used --limit; kept when an exported checkpoint is
+exported again), and the time to tag one tweet at `auto` (`speed`, for the app's model picker). A LoRA checkpoint
+keeps its adapter apart (encoder_adapter/).
 """
 import json
 import platform
@@ -51,7 +52,8 @@ def main(src: str, dst: str) -> None:
         # figures on the whole split, measured now
         if card.get(split) is None or card.get("limit"):
             card[split] = evaluate_tweets(Predictor.from_pretrained(src), tweets, progress=False)
-        card[f"{split}_fp32"] = card[split]
+        if "stored_dtype" not in card:  # a re-export keeps the figures of the weights as trained
+            card[f"{split}_fp32"] = card[split]
         for precision, predictor in stored.items():
             scores = evaluate_tweets(predictor, tweets, progress=False)
             card["precision_scores"][precision][split] = scores["overall"]["f1"]

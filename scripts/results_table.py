@@ -1,4 +1,4 @@
-"""Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for the README.
+"""Mean ± sd over seeds of the test P/R/F1 in runs' metrics.json files, as a Markdown table for docs/results.md.
 Runs trained with --no-test and evaluated afterwards (`itjner evaluate RUN --split test --json RUN/test.json`) are
 read from that test.json. One row per dataset, preset with the training settings it changed, extra training files,
 modalities and teacher; a run without test figures shows "–" for them.
@@ -17,7 +17,8 @@ from itjner.configuration_itjner import preset
 
 
 # model config fields a row names elsewhere (modalities, the preset) or that only follow from another one
-SHOWN_ELSEWHERE = {"preset", "labels", "text_encoder_config", "word_tag_labels", "use_image", "use_caption"}
+SHOWN_ELSEWHERE = {"preset", "labels", "text_encoder_config", "text_encoder_weights", "word_tag_labels", "use_image",
+                   "use_caption"}
 
 
 def _changed(values: dict, defaults: dict, ignored: set) -> list[str]:

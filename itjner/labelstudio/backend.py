@@ -79,6 +79,8 @@ class Backend:
                  api_key: str | None = None, options: RetrainOptions | None = None, train_every: int = 0):
         from .outbox import default_data_dir
 
+        # httpx logs every request at INFO with its whole URL, a query string carrying a token included
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self.base_checkpoint = Path(checkpoint)
         self.images_dir = images_dir
         self.url = url or os.environ.get("LABEL_STUDIO_URL")

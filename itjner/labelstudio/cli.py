@@ -114,7 +114,6 @@ def cmd_serve(args) -> int:
 
     os.environ.setdefault("TQDM_DISABLE", "1")  # a server log, not a terminal: no progress bars
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines print request URLs, query strings included
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

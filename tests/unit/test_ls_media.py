@@ -3,6 +3,7 @@ messages (never a URL's query string), and not fetched at all for a model that r
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 import time
 
@@ -109,3 +110,42 @@ def test_the_backend_downloads_images_only_for_a_model_that_reads_them(server, t
     resp = TestClient(create_app(backend)).post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
     assert resp.status_code == 200 and len(resp.json()["results"]) == 4
     assert len(server.requests) == (0 if text_only else 4)
+
+
+def test_image_urls_with_their_query_strings_never_reach_the_log(server, tmp_path, tiny_config, caplog):
+    import logging
+
+    import torch
+    from fastapi.testclient import TestClient
+
+    from itjner.labelstudio.backend import Backend, create_app
+    from itjner.labelstudio.tasks import LABEL_CONFIG
+    from itjner.modeling_itjner import ITJNERModel
+
+    torch.manual_seed(0)
+    ITJNERModel.from_config(tiny_config).save_pretrained(tmp_path / "ck")
+    backend = Backend(tmp_path / "ck", versions_dir=tmp_path / "v", url=server.url, api_key="key")
+    tasks = [{"id": 1, "data": {"text": "Obama visits Paris", "image": f"{server.url}/data/upload/p.png?token=s3cret"}},
+             {"id": 2, "data": {"text": "Obama visits Paris", "image": "/data/upload/missing?token=s3cret"}}]
+    with caplog.at_level(logging.DEBUG):
+        resp = TestClient(create_app(backend)).post("/predict", json={"tasks": tasks, "label_config": LABEL_CONFIG})
+    assert resp.status_code == 200 and len(server.requests) == 2  # both fetched (the model reads images)
+    assert "s3cret" not in caplog.text and "s3cret" not in json.dumps(backend.health())
+
+
+def test_a_5000_character_task_is_tagged_to_its_end(tmp_path):
+    """Texts longer than the encoder's input are tagged whole (windows), not cut at ~600 characters."""
+    from fastapi.testclient import TestClient
+
+    from itjner.checkpoints import LITE_CHECKPOINT
+    from itjner.labelstudio.backend import Backend, create_app
+    from itjner.labelstudio.tasks import LABEL_CONFIG
+
+    text = " ".join(["Barack Obama visited Paris and London with Angela Merkel today ."] * 80)
+    assert len(text) > 5000
+    backend = Backend(LITE_CHECKPOINT, versions_dir=tmp_path / "v")
+    resp = TestClient(create_app(backend)).post("/predict", json={"tasks": [{"id": 1, "data": {"text": text}}],
+                                                                   "label_config": LABEL_CONFIG})
+    spans = resp.json()["results"][0]["result"]
+    assert max(r["value"]["end"] for r in spans) > len(text) - 70  # the last sentence's names too
+    assert sum("Obama" in r["value"]["text"] for r in spans) >= 75  # nearly every one of the 80 repeats
