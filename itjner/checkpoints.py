@@ -76,6 +76,18 @@ def default_checkpoint() -> tuple[Path, str | None]:
     return DEFAULT_CHECKPOINT, None
 
 
+def checkpoint_or_default(checkpoint: str | os.PathLike | None) -> str:
+    """The folder a command uses: the given one, else `default_checkpoint()` (its notice, if any, on stderr)."""
+    import sys
+
+    if checkpoint:
+        return str(checkpoint)
+    folder, notice = default_checkpoint()
+    if notice:
+        print(f"notice: {notice}", file=sys.stderr)
+    return str(folder)
+
+
 def find_checkpoints(roots: Sequence[str | os.PathLike], limit: int = 30) -> list[str]:
     """Checkpoint folders directly inside `roots` (and the roots themselves), for the chooser."""
     found: list[str] = []

@@ -93,7 +93,7 @@ def _annotate_card(folder, command: str) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoints import REPO, load_card
+    from .checkpoints import REPO, checkpoint_or_default, load_card
     from .data import read_conll, split_path
     from .images import ImageReport
     from .metrics import format_scores
@@ -266,21 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def checkpoint_or_default(checkpoint: str | None) -> str:
-    """The folder a command uses: the given one, else the shipped default (or lite, with a notice on stderr, when
-    the default's encoder weights are not installed)."""
-    from .checkpoints import default_checkpoint
-
-    if checkpoint:
-        return checkpoint
-    folder, notice = default_checkpoint()
-    if notice:
-        print(f"notice: {notice}", file=sys.stderr)
-    return str(folder)
-
-
 def get_predictor(checkpoint: str | None = None, device: str | None = None, precision: str = "auto"):
     """The checkpoint a CLI tags with: the given folder, else the default."""
+    from .checkpoints import checkpoint_or_default
     from .predict import Predictor
 
     return Predictor.from_pretrained(checkpoint_or_default(checkpoint), device, precision=precision)

@@ -32,3 +32,14 @@ def tiny_config():
 def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ITJNER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ITJNER_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (small models: as fast, and immune to OpenMP slow-downs on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

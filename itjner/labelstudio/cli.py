@@ -108,7 +108,7 @@ def cmd_serve(args) -> int:
 
     import uvicorn
 
-    from ..cli import checkpoint_or_default
+    from ..checkpoints import checkpoint_or_default
     from .backend import Backend, create_app
     from .retraining import RetrainOptions
 

@@ -164,7 +164,8 @@ def _annotate(ls_client, project, n):
     return ids
 
 
-def _wait_training(backend, timeout=240) -> dict:
+def wait_training(backend, timeout=240) -> dict:
+    """The backend's training status once the job is over (accepted, rejected, skipped or failed)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = backend.health()["training"]
@@ -184,7 +185,7 @@ def test_start_training_swaps_in_a_new_version(ls_server, ls_client, ls_project,
         _annotate(ls_client, ls_project, 4)
         before = proc.health()["model_version"]
         ls_client.sdk.ml.train(id=ml_id)  # what the "Start training" button calls
-        status = _wait_training(proc)
+        status = wait_training(proc)
         assert status["state"] == "accepted", status
         after = proc.health()["model_version"]
         assert after != before and after.startswith("tiny-ls-v1-")
@@ -212,7 +213,7 @@ def test_a_failing_training_says_why_in_one_line(ls_server, ls_client, ls_projec
         _annotate(ls_client, ls_project, 4)
         before = proc.health()["model_version"]
         ls_client.sdk.ml.train(id=ml_id)
-        status = _wait_training(proc)
+        status = wait_training(proc)
         assert status["state"] == "failed" and "serving model stays" in status["reason"]
         assert "B-NOPE" in status["reason"] and "\n" not in status["reason"]  # the cause, in one line
         assert proc.health()["model_version"] == before
@@ -232,7 +233,7 @@ def test_a_retrained_model_that_is_not_better_is_rejected(ls_server, ls_client, 
         _annotate(ls_client, ls_project, 4)
         before = proc.health()["model_version"]
         ls_client.sdk.ml.train(id=ml_id)
-        status = _wait_training(proc)
+        status = wait_training(proc)
         assert status["state"] == "rejected" and "serving model stays" in status["reason"]
         assert "a tie is not a gain" in status["reason"]
         assert proc.health()["model_version"] == before

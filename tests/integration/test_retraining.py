@@ -24,7 +24,7 @@ from itjner.labelstudio.retraining import heldout_side
 from itjner.labelstudio.tasks import LABEL_CONFIG, entity_results, result_to_entities
 from itjner.metrics import entity_scores
 
-from test_labelstudio_backend import BackendProcess, _connect
+from test_labelstudio_backend import BackendProcess, _connect, wait_training
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -58,16 +58,10 @@ def unseen_f1(backend) -> float:
     return entity_scores([t.tags for t in UNSEEN], predict_tags(backend, UNSEEN))["overall"]["f1"]
 
 
-def train_and_wait(ls_client, ml_id, backend, timeout=600) -> dict:
+def train_and_wait(ls_client, ml_id, backend) -> dict:
     ls_client.sdk.ml.train(id=ml_id)  # what "Start training" calls
-    deadline = time.monotonic() + timeout
     time.sleep(1)
-    while time.monotonic() < deadline:
-        status = backend.health()["training"]
-        if status["state"] not in ("training", "idle"):
-            return status
-        time.sleep(1)
-    raise AssertionError("training did not finish:\n" + backend.log())
+    return wait_training(backend, timeout=600)
 
 
 def split_by_side(tweets, held: int, fit: int):

@@ -15,14 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "assets" / "captioner-flickr8k"
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def repeated_ngrams(words: list, n: int) -> list[tuple]:
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
     return sorted({g for g in grams if grams.count(g) > 1})

@@ -29,14 +29,6 @@ SHIPPED = ROOT / "assets" / "captioner-flickr8k"
 SPECIAL_IDS = {Vocabulary.pad_id, Vocabulary.start_id, Vocabulary.unk_id}
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------------- decoding never emits <unk>
 def unk_loving_model(length_penalty: float = 0.0) -> CaptionModel:
     torch.manual_seed(0)
