@@ -301,8 +301,7 @@ class LabelStudioTrainer:
         if len(held) < self.options.min_heldout or not fit:
             raise NotEnough(f"{len(tweets)} annotated tweet(s), {len(held)} of them held out (by a stable hash, "
                             f"{self.options.heldout:.0%} of the tweets): at least {self.options.min_heldout} held-out "
-                            "and one to train on are needed to judge a new model. Annotate more tweets; the "
-                            "current model keeps serving")
+                            "and one to train on are needed to judge a new model. Annotate more tweets")
         work.mkdir(parents=True)
         write_conll(fit, work / "annotated.txt")
         write_conll(held, work / "heldout.txt")
@@ -326,10 +325,10 @@ class LabelStudioTrainer:
     def _watch(self, work: Path, job: str, project: int, pid: int) -> None:
         while _alive(pid):
             time.sleep(1.0)
-            try:  # reap our own child so it does not linger as a zombie
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        try:  # reap our own child (a process started before a restart is not ours to reap)
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
         self._finish(work, job, project)
 
     def _finish(self, work: Path, job: str, project: int | None, outcome: tuple[str, str] | None = None) -> None:
