@@ -17,7 +17,11 @@ def prepare(threads: int | None = None) -> None:
 
 
 def quiet_transformers() -> None:
-    """transformers' info/warning chatter (e.g. unused pooler weights) off: our messages say what matters."""
+    """transformers' info/warning chatter (e.g. unused pooler weights, a deprecation peft triggers on every adapter
+    load) off: our messages say what matters."""
+    import warnings
+
     from transformers.utils import logging
 
     logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
