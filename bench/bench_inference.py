@@ -37,7 +37,7 @@ from itjner.batching import collate  # noqa: E402
 from itjner.configuration_itjner import PRESETS, preset  # noqa: E402
 from itjner.data import Tweet, read_conll, tokenize  # noqa: E402
 from itjner.modeling_itjner import ITJNERModel  # noqa: E402
-from itjner.predict import Predictor, cpu_has_bf16  # noqa: E402
+from itjner.predict import InferenceWeights, Predictor, cpu_has_bf16  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION = "a basketball player on a court"
@@ -89,6 +89,7 @@ def build(args) -> tuple[Predictor, ITJNERModel | None, float]:
     model = ITJNERModel.from_config(cfg, random_init=args.random_init).eval()
     if cfg.adapter:  # inference runs a checkpoint's adapter merged into the encoder (from_pretrained does it)
         model.text.encoder = model.text.encoder.merge_and_unload()
+    InferenceWeights.register(model)  # as from_pretrained does: bf16 rows run on weights cast once
     backbone = load_image_backbone(cfg.image_backbone, random_init=args.random_init)
     predictor = Predictor(model, tokenizer, f"bench-{args.preset}", cache_dir=cache, image_backbone=backbone)
     return predictor, trainable, time.perf_counter() - started

@@ -41,3 +41,30 @@ def test_a_text_longer_than_the_encoder_input_is_tagged_whole_in_overlapping_win
     for (a, b), (lo, hi) in zip(spans, owners):  # each word is tagged by the window that owns it
         alone = predictor.predict([Tweet("t", words[a:b])], images=[None])[0]
         assert pred.tags[lo:hi] == alone.tags[lo - a:hi - a]
+
+
+def test_bf16_weights_cast_once_tag_exactly_as_autocast_and_fp32_comes_back_exact(tmp_path, tiny_config,
+                                                                                  tiny_tokenizer):
+    """A loaded checkpoint keeps its linear weights in bf16 while it runs bf16 (not cast again on every call):
+    the same tags and confidences, to the bit, as autocast over fp32 weights; fp32 afterwards is fp32 again; a model
+    that is not loaded for inference (training's) is never touched."""
+    import torch
+
+    torch.manual_seed(0)
+    model = ITJNERModel.from_config(tiny_config.with_ablation(text_only=True)).eval()
+    model.save_pretrained(tmp_path / "ckpt", card={"data": "unit test", "seed": 0})
+    tweets = [Tweet("x", ["Kevin", "Durant", "joins", "the", "Warriors", "in", "Oakland"]), Tweet("y", ["hi"])]
+
+    def run(predictor, precision):
+        predictor.precision = precision
+        return [(p.tags, p.score, [e.score for e in p.entities]) for p in
+                predictor.predict(tweets, images=[None, None])]
+
+    loaded = Predictor.from_pretrained(tmp_path / "ckpt", precision="bf16")
+    reference = Predictor(ITJNERModel.from_pretrained(tmp_path / "ckpt"), tiny_tokenizer)  # autocast every call
+    fp32 = run(reference, "fp32")
+    assert run(loaded, "bf16") == run(reference, "bf16")
+    linears = [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert {p.dtype for p in reference.model.parameters()} == {torch.float32}  # not loaded by from_pretrained
+    assert run(loaded, "fp32") == fp32 and {p.dtype for p in loaded.model.parameters()} == {torch.float32}
