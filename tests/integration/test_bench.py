@@ -52,7 +52,7 @@ def test_the_load_test_and_its_floor_run_and_check_every_answer(tmp_path_factory
                "--json", str(tmp_path / "load.json"), tmp_path=tmp_path)
     stats = json.loads((tmp_path / "load.json").read_text())
     assert stats["ok"] == 3 and stats["requests_per_s"] > 0, load.stdout
-    run("gradio_floor.py", "--clients", "3", "--single", "2", "--json", str(tmp_path / "floor.json"),
-        tmp_path=tmp_path)
+    run("gradio_floor.py", "--clients", "3", "--single", "2", "--image-outputs", "1", "--json",
+        str(tmp_path / "floor.json"), tmp_path=tmp_path)
     floor = json.loads((tmp_path / "floor.json").read_text())
-    assert floor["failed"] == 0 and floor["requests_per_s"] > 0
+    assert floor["failed"] == 0 and floor["requests_per_s"] > 0 and floor["image_outputs"] == 1
