@@ -34,7 +34,8 @@ def teacher_marginals(teacher: str | Path, tweets: list[Tweet], images_dir=None,
     if path.is_file():
         with np.load(path) as saved:
             return [saved[str(i)] for i in range(len(tweets))]
-    predictor = Predictor.from_pretrained(teacher, device, cache_dir=cache_dir)
+    # fp32: the loop below runs the model itself, without autocast (the soft targets are exact)
+    predictor = Predictor.from_pretrained(teacher, device, cache_dir=cache_dir, precision="fp32")
     model = predictor.model
     examples = predictor.examples(tweets, [read_image_bytes(images_dir, t.image_id) for t in tweets])
     marginals = [None] * len(examples)
