@@ -284,7 +284,7 @@ class LabelStudioTrainer:
             message = str(err) if isinstance(err, LabelStudioError) else f"{err.__class__.__name__}: {err}"
             self._finish(work, job, project, ("failed", message))
         else:
-            self._watch(work, job, project, proc.pid)
+            self._watch(work, job, project, proc.pid, proc)
 
     def _prepare(self, work: Path, job: str, project: int, url: str, key: str, serving: Path):
         from ..configuration_itjner import ITJNERConfig
@@ -322,13 +322,15 @@ class LabelStudioTrainer:
         log.info("retraining %s started for project %s from %s (pid %d)", job, project, self.base.name, proc.pid)
         return proc
 
-    def _watch(self, work: Path, job: str, project: int, pid: int) -> None:
-        while _alive(pid):
-            time.sleep(1.0)
-        try:  # reap our own child (a process started before a restart is not ours to reap)
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    def _watch(self, work: Path, job: str, project: int, pid: int, proc: subprocess.Popen | None = None) -> None:
+        """Wait for the job's process to end, then finish the job. Our own child is waited for (and reaped); a
+        process left by a backend before a restart is watched through /proc (right after the fork its command line
+        is still this backend's, so /proc cannot tell a just-started child from a dead one)."""
+        if proc is not None:
+            proc.wait()
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
         self._finish(work, job, project)
 
     def _finish(self, work: Path, job: str, project: int | None, outcome: tuple[str, str] | None = None) -> None:

@@ -158,3 +158,16 @@ def test_too_few_heldout_annotations_skip_the_training_and_say_so(base, tmp_path
     assert row["status"] == "skipped" and "1 annotated tweet(s)" in row["reason"]
     assert row["reason"].endswith("Annotate more tweets; the serving model stays")
     assert not list((tmp_path / "versions" / "jobs").iterdir())
+
+
+def test_a_job_just_started_is_waited_for_not_taken_for_dead(base, tmp_path):
+    """Right after the fork the child's command line is still the backend's, so /proc cannot tell it from a dead
+    process: the backend waits for its own child instead (a job was once marked failed 3 ms after it started)."""
+    trainer = LabelStudioTrainer(tmp_path / "versions", base, RetrainOptions(), lambda f: f.name)
+    work = job_folder(trainer, "job-5")
+    script = (f"import json, time, pathlib; time.sleep(1.0); "
+              f"pathlib.Path({str(work / 'result.json')!r}).write_text(json.dumps({result(False)!r}))")
+    proc = subprocess.Popen([sys.executable, "-c", script])  # its command line does not name the module
+    trainer._watch(work, "job-5", 3, proc.pid, proc)
+    assert proc.returncode == 0  # waited for and reaped
+    assert trainer.history()[-1]["status"] == "rejected" and trainer.status["state"] == "rejected"
