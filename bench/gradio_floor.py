@@ -28,9 +28,14 @@ import gradio as gr
 n, k, picture = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
 
+def fresh_copy() -> str:
+    fd, name = tempfile.mkstemp(suffix=".jpg")
+    os.close(fd)
+    return shutil.copy(picture, name)
+
+
 def noop(*args):  # k fresh JPEG files (as the app writes its heatmaps), then text
-    files = [shutil.copy(picture, tempfile.mkstemp(suffix=".jpg")[1]) for _ in range(k)]
-    return tuple(files + [args[1]] * (n - k))
+    return tuple([fresh_copy() for _ in range(k)] + [args[1]] * (n - k))
 
 
 with gr.Blocks() as demo:
