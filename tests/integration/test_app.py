@@ -118,7 +118,7 @@ def test_highlight_values_and_corrections_offer_only_the_four_types():
 
 # ---------------------------------------------------------------------------------------------------- heatmap
 def test_grid_maps_onto_the_real_aspect_ratio():
-    from itjner.heatmap import attention_grid, overlay, upsample
+    from itjner.heatmap import CMAP, attention_grid, colour_scale, overlay, upsample
 
     attn = np.zeros((2, 3, 49), np.float32)
     attn[0, 1, 12] = 1.0  # head 0, word 1 looks at region 12 = row 1, column 5
@@ -133,7 +133,11 @@ def test_grid_maps_onto_the_real_aspect_ratio():
     pic = overlay(base, grid, alpha=1.0, smooth=False, grid_lines=False)
     assert pic.size == (350, 140)
     hot, cold = np.asarray(pic)[30, 275], np.asarray(pic)[100, 50]
-    assert tuple(hot) != tuple(cold)
+    scale = colour_scale(CMAP)  # the legend's colours: the map's largest weight is the scale's top
+    assert tuple(hot) == tuple(scale[255]) and tuple(cold) == tuple(scale[0])
+    grey = overlay(Image.new("RGB", (350, 140), (200, 200, 200)), grid, alpha=0.5, smooth=False, grid_lines=False)
+    mixed = np.asarray(grey, dtype=int)[30, 275]  # half the picture, half the colour
+    assert np.abs(mixed - (200 + scale[255].astype(int)) / 2).max() <= 1
     assert overlay(Image.new("RGB", (1000, 400)), grid).size == (512, 205)  # real aspect ratio, no baked-in margins
     with pytest.raises(ValueError):
         attention_grid(attn, [1], head=2)
