@@ -5,7 +5,8 @@ attended context with a sigmoid of its hidden state (the f_beta gate), and emits
 from the mean region feature. Training loss: cross-entropy on the next word plus, optionally, the doubly stochastic
 attention penalty alpha_c * mean((1 - sum_t alpha_t)^2) that pushes every region to be looked at over the caption.
 
-Decoding is greedy (batched) or beam search (per image); both return, per emitted word, its 49 attention weights in
+Decoding is greedy or beam search, both batched over images (`beam_search` is the same search for one image); both
+return, per emitted word, its 49 attention weights in
 the backbone's row-major region order (index = row * 7 + column, row 0 at the top). Both can block repeated n-grams
 (config.no_repeat_ngram_size, as transformers' generate; the default, 2, and how it was chosen: see
 itjner.configuration_captioner).
@@ -131,7 +132,8 @@ class CaptionModel(nn.Module):
     @torch.no_grad()
     def generate(self, feats: torch.Tensor, beam: int | None = None, max_len: int | None = None,
                  length_penalty: float | None = None, no_repeat_ngram_size: int | None = None) -> list[Caption]:
-        """Captions for (B, R, F) or (R, F) features. beam 1 = greedy (batched); beam > 1 = beam search per image.
+        """Captions for (B, R, F) or (R, F) features. beam 1 = greedy; beam > 1 = beam search (`beam_search_batch`:
+        the images' hypotheses advance together, one decoder step per word for all of them).
         Neither ever emits <unk> (nor <pad>/<start>, nor <end> as the first word): see `_decoding_logp`; nor, with
         no_repeat_ngram_size n > 0, a word that would repeat an n-gram the caption already contains (as in
         transformers' generate; see `banned_next_words`). None: the config's beam / max_len / length_penalty /
@@ -146,7 +148,7 @@ class CaptionModel(nn.Module):
             ngram = self.config.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size
             if beam <= 1:
                 return self.greedy(feats, max_len, ngram)
-            return [self.beam_search(f, beam, max_len, length_penalty, ngram) for f in feats]
+            return self.beam_search_batch(feats, beam, max_len, length_penalty, ngram)
         finally:
             self.train(was_training)
 
@@ -222,6 +224,74 @@ class CaptionModel(nn.Module):
             finished = [(scores[0].item(), seqs[0], seq_alphas[0])]
         score, seq, al = max(finished, key=rank)
         return self._caption(seq, torch.stack(al), score, max_len)
+
+    def beam_search_batch(self, feats: torch.Tensor, beam: int, max_len: int, length_penalty: float | None = None,
+                          no_repeat_ngram_size: int = 0) -> list[Caption]:
+        """`beam_search` for every image of (B, R, F) at once: each step runs the decoder once over the open
+        hypotheses of all images (rows grouped by image, in order), then each image ranks, keeps and finishes its own
+        exactly as `beam_search` does. Same captions as one search per image (a test compares them), without B
+        times the per-step overhead: 20 photos decode in ~20 decoder calls instead of ~220."""
+        lp = self.config.length_penalty if length_penalty is None else length_penalty
+        rank = (lambda f: f[0] / len(f[1]) ** lp) if lp else (lambda f: f[0])
+        feats, projected, (h, c) = self.prepare(feats)
+        batch, device = feats.size(0), feats.device
+        owner = list(range(batch))            # per open row: its image
+        words = torch.full((batch,), Vocabulary.start_id, dtype=torch.long, device=device)
+        scores = torch.zeros(batch, device=device)
+        seqs: list[list[int]] = [[] for _ in range(batch)]
+        seq_alphas: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        finished: list[list[tuple[float, list[int], list[torch.Tensor]]]] = [[] for _ in range(batch)]
+        fallback: list[tuple] = [(0.0, [], [])] * batch  # an image's first open hypothesis, as beam_search keeps
+        for t in range(max_len + 1):
+            rows = torch.tensor(owner, device=device)
+            logits, alpha, (h, c) = self.step(feats[rows], projected[rows], words, (h, c))
+            logp = _decoding_logp(logits, t, max_len)
+            if no_repeat_ngram_size > 0 and t < max_len:
+                _block_repeats(logp, seqs, no_repeat_ngram_size)
+            total_rows = scores[:, None] + logp
+            vocab_size = logits.size(1)
+            keep: list[tuple[int, int, list[int], list[torch.Tensor], int, float]] = []
+            start = 0
+            while start < len(owner):
+                image = owner[start]
+                end = start
+                while end < len(owner) and owner[end] == image:
+                    end += 1
+                fallback[image] = (scores[start].item(), seqs[start], seq_alphas[start])
+                total = total_rows[start:end].reshape(-1)
+                top_scores, top = total.topk(min(beam, total.numel()))
+                mine = []
+                for score, flat in zip(top_scores.tolist(), top.tolist()):
+                    if score == float("-inf"):
+                        break
+                    src, word = divmod(flat, vocab_size)
+                    seq, al = seqs[start + src] + [word], seq_alphas[start + src] + [alpha[start + src]]
+                    if word == Vocabulary.end_id:
+                        finished[image].append((score, seq, al))
+                    else:
+                        mine.append((start + src, image, seq, al, word, score))
+                best_open = max((m[5] for m in mine), default=float("-inf"))
+                done = finished[image]
+                if not (len(done) >= beam or not mine or (not lp and done and max(f[0] for f in done) >= best_open)):
+                    keep.extend(mine)
+                start = end
+            if not keep:
+                break
+            index = torch.tensor([k[0] for k in keep], device=device)
+            h, c = h[index], c[index]
+            owner = [k[1] for k in keep]
+            seqs, seq_alphas = [k[2] for k in keep], [k[3] for k in keep]
+            words = torch.tensor([k[4] for k in keep], device=device)
+            scores = torch.tensor([k[5] for k in keep], device=device)
+        else:  # out of steps with hypotheses open (only with NaN scores): as beam_search, its first kept one
+            for row, image in reversed(list(enumerate(owner))):
+                fallback[image] = (scores[row].item(), seqs[row], seq_alphas[row])
+        out = []
+        for image in range(batch):
+            done = finished[image] or [fallback[image]]  # only with NaN scores: see beam_search
+            score, seq, al = max(done, key=rank)
+            out.append(self._caption(seq, torch.stack(al) if al else torch.zeros(0, feats.size(1)), score, max_len))
+        return out
 
     def sample(self, feats: torch.Tensor, max_len: int, generator: torch.Generator | None = None):
         """Sampled captions with gradients, for self-critical training: (B, R, F) features -> ids (B, T) (<pad>

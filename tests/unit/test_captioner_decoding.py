@@ -82,6 +82,55 @@ def test_blocking_defaults_to_the_config_and_greedy_matches_its_batch():
     assert one_by_one == default
 
 
+def free_model(seed: int, max_len: int = 12):
+    """A tiny random captioner whose captions end at different lengths (no rigging)."""
+    from itjner.configuration_captioner import CaptionerConfig
+    from itjner.modeling_captioner import CaptionModel
+    from itjner.tokenization_captioner import Vocabulary
+
+    torch.manual_seed(seed)
+    vocab = Vocabulary(["a", "dog", "runs", "on", "grass", "man", "the", "park", "red", "ball"])
+    config = CaptionerConfig(feature_dim=16, embed_dim=8, hidden_dim=16, attention_dim=8, vocab_size=len(vocab),
+                             max_len=max_len)
+    model = CaptionModel(config, vocab).eval()
+    with torch.no_grad():
+        model.out.weight.mul_(6.0)  # peaked, varied distributions: hypotheses finish at different steps
+        model.out.bias[Vocabulary.end_id] = 0.0
+    return model
+
+
+@pytest.mark.parametrize("beam,ngram,penalty", [(3, 2, 0.0), (5, 0, 0.0), (3, 2, 0.7), (2, 1, 0.0)])
+def test_batched_beam_search_is_the_per_image_search(beam, ngram, penalty):
+    """generate() decodes all images' beams together; each caption must be exactly the one a search of that image
+    alone finds (words, score, attention), whichever step each image's search stops at."""
+    lengths = set()
+    for seed in range(4):
+        model = free_model(seed)
+        torch.manual_seed(seed)
+        feats = torch.randn(7, 49, 16) * (1 + torch.arange(7.0)[:, None, None])
+        together = model.generate(feats, beam=beam, no_repeat_ngram_size=ngram, length_penalty=penalty)
+        alone = [model.beam_search(f, beam, model.config.max_len, penalty, ngram) for f in feats]
+        lengths |= {len(c.words) for c in alone}
+        for a, b in zip(alone, together):
+            assert a.words == b.words
+            assert a.score == pytest.approx(b.score, rel=1e-6, abs=1e-5)
+            assert np.allclose(a.attention, b.attention, atol=1e-5)
+    assert len(lengths) > 1  # the searches really stop at different steps
+
+
+def test_batched_beam_search_with_the_shipped_captioner():
+    from itjner.modeling_captioner import CaptionModel
+
+    model = CaptionModel.from_pretrained(SHIPPED)
+    torch.manual_seed(0)
+    feats = torch.randn(6, 49, model.config.feature_dim).relu() * 2
+    together = model.generate(feats)
+    alone = [model.beam_search(f, model.config.beam, model.config.max_len, None, model.config.no_repeat_ngram_size)
+             for f in feats]
+    assert [c.words for c in together] == [c.words for c in alone]
+    assert [c.score for c in together] == pytest.approx([c.score for c in alone], rel=1e-6, abs=1e-4)
+
+
 def test_blocked_score_is_the_models_own_log_probability():
     """Blocking sets banned words to -inf after the softmax (as transformers): the chosen caption's score is the
     model's log-probability of it, recomputed here by teacher forcing."""
