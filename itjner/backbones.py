@@ -256,7 +256,9 @@ class ImageGridEncoder(nn.Module):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, regions, C), regions in row-major order of the conv grid."""
         fmap = self.feature_map(pixels)
-        return fmap.flatten(2).transpose(1, 2).contiguous()
+        # a copy (made here, outside inference mode, so training can use it): from a channels-last map the
+        # (B, regions, C) view is already contiguous, and `.contiguous()` would hand back the inference tensor itself
+        return fmap.flatten(2).transpose(1, 2).clone(memory_format=torch.contiguous_format)
 
     @torch.inference_mode()
     def features_of_images(self, images, batch_size: int = 16) -> list[torch.Tensor]:
