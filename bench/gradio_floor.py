@@ -56,6 +56,7 @@ def main(argv=None) -> int:
                         "(a text-only model's answer carries one, the photo caption's heatmap; an image-reading "
                         "model's two)")
     p.add_argument("--fresh-sessions", action="store_true")
+    p.add_argument("--seen-photos", action="store_true", help="as bench/load_test_app.py --seen-photos")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args(argv)
     if args.outputs is None:
@@ -80,20 +81,30 @@ def main(argv=None) -> int:
                     break
                 except OSError:
                     time.sleep(0.25)
-            alone = run_single(url, tweets(args.single), images(args.single))
-            latencies, results, wall = run(url, tweets(args.clients), images(args.clients), warm=not args.fresh_sessions)
+            new = None if args.seen_photos else "burst"  # the same uploads as the load test's
+            alone = run_single(url, tweets(args.single), images(args.single, new and "alone"))
+            cpu: dict = {}
+            latencies, results, wall = run(url, tweets(args.clients), images(args.clients, new),
+                                           warm=not args.fresh_sessions,
+                                           warm_files=images(args.clients, new and "sessions"), cpu=cpu,
+                                           server_pid=proc.pid)
         finally:
             proc.terminate()
     failed = sum(isinstance(r, Exception) for r in results)
-    print(f"no-op Gradio app, image upload + {args.outputs} outputs ({args.image_outputs} of them JPEG files; {EXAMPLES.name}/ images): one client alone p50 "
+    photos = "the example" if args.seen_photos else "new"
+    print(f"no-op Gradio app, image upload + {args.outputs} outputs ({args.image_outputs} of them JPEG files; {photos} photos): one client alone p50 "
           f"{percentile(alone, 0.5):.3f} s; {args.clients} clients p50 {percentile(latencies, 0.5):.2f} s, "
           f"p95 {percentile(latencies, 0.95):.2f} s, {args.clients / wall:.1f} req/s "
           f"({percentile(latencies, 0.5) / percentile(alone, 0.5):.1f}x the lone client's){'; failed ' + str(failed) if failed else ''}")
+    if cpu.get("server_cpu_s") is not None:
+        print(f"CPU time of the burst: the no-op app {cpu['server_cpu_s']:.2f} s, the {args.clients} clients "
+              f"{cpu['clients_cpu_s']:.2f} s")
     if args.json:
         import json
 
         Path(args.json).write_text(json.dumps({"clients": args.clients, "outputs": args.outputs,
                                                "image_outputs": args.image_outputs, "failed": failed,
+                                               "photos": "seen" if args.seen_photos else "new", **cpu,
                                                "single_p50_s": percentile(alone, 0.5),
                                                "p50_s": percentile(latencies, 0.5),
                                                "requests_per_s": args.clients / wall}, indent=2) + "\n")

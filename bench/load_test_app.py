@@ -4,8 +4,10 @@
 
 Without --url the app is started here (`python app.py` on a free 127.0.0.1 port) and stopped at the end. First one
 client sends --single requests one after another (the single-user latency), then N clients send one request each at
-the same moment. Every request carries a different tweet (so the app's prediction cache never answers) with one of
-the example images; each answer is checked against the same tweet tagged in this process with `Predictor` (same
+the same moment. Every request carries a different tweet (so the app's prediction cache never answers) and a photo
+no request has sent before (one of the example images with a few pixels changed: the app captions it, as it would a
+user's own photo; --seen-photos sends the example images as they are, whose captions the app has cached by then);
+each answer is checked against the same tweet tagged in this process with `Predictor` (same
 checkpoint): tokens, tags and entity spans must match. Prints latency p50 / p95 / max of both phases, the burst's
 requests per second and the ratio of the two p50s. Not a timed test.
 """
@@ -39,11 +41,41 @@ def tweets(n: int) -> list[str]:
     return out
 
 
-def images(n: int) -> list[Path]:
+_PHOTOS: list[Path] = []
+
+
+def images(n: int, new: str | None = None) -> list[Path]:
+    """n of the example images in turn. new: instead, n photos no request has sent before (each example image with
+    a few corner pixels set from `new` and its index, saved again as JPEG: same size and content, another digest),
+    so the app captions every one of them as it would 20 users' own photos."""
     files = sorted(EXAMPLES.glob("*.jpg"))
     if not files:
         raise SystemExit(f"no example images in {EXAMPLES}: run python examples/make_examples.py")
-    return [files[i % len(files)] for i in range(n)]
+    picked = [files[i % len(files)] for i in range(n)]
+    if new is None:
+        return picked
+    if not _PHOTOS:
+        import atexit
+        import shutil
+
+        _PHOTOS.append(Path(tempfile.mkdtemp(prefix="itjner-load-photos-")))
+        atexit.register(shutil.rmtree, _PHOTOS[0], True)
+    return [unseen_photo(path, f"{new}-{i}") for i, path in enumerate(picked)]
+
+
+def unseen_photo(path: Path, tag: str) -> Path:
+    import hashlib
+
+    from PIL import Image
+
+    out = _PHOTOS[0] / f"{path.stem}-{tag}.jpg"
+    if not out.is_file():
+        image = Image.open(path).convert("RGB")
+        seed = hashlib.sha256(tag.encode()).digest()
+        for k in range(8):  # an 8-pixel strip in the top-left corner
+            image.putpixel((k, 0), tuple(seed[3 * k: 3 * k + 3]))
+        image.save(out, "JPEG", quality=92)
+    return out
 
 
 def free_port() -> int:
@@ -137,17 +169,29 @@ def run_single(url: str, texts: list[str], files: list[Path]) -> list[float]:
     return latencies
 
 
-def run(url: str, texts: list[str], files: list[Path], warm: bool = True) -> tuple[list[float], list, float]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(url: str, texts: list[str], files: list[Path], warm: bool = True, warm_files: list[Path] | None = None,
+        cpu: dict | None = None, server_pid: int | None = None) -> tuple[list[float], list, float]:
     """N clients send one request each at the same moment. `warm`: each client has made one (untimed) request
-    first, as a browser has by the time its user clicks (the page load opens the session, which Gradio builds on a
-    session's first request: ~20 ms of server time); otherwise the burst pays for 20 new sessions too."""
+    first (with warm_files[i], default files[i]), as a browser has by the time its user clicks (the page load opens
+    the session, which Gradio builds on a session's first request: ~20 ms of server time); otherwise the burst pays
+    for 20 new sessions too. `cpu`, when given, gets the CPU seconds the burst cost this process (its clients) and
+    the server process `server_pid`: on a 2-core machine both share the cores."""
     from gradio_client import Client, handle_file
 
     n = len(texts)
     clients = [Client(url, verbose=False) for _ in range(n)]  # connect first: time the predictions only
     if warm:
         for i, client in enumerate(clients):
-            client.predict(handle_file(str(files[i])), f"session {i} opens", "", None, "default",
+            client.predict(handle_file(str((warm_files or files)[i])), f"session {i} opens", "", None, "default",
                            api_name="/predict")
     latencies: list[float] = [0.0] * n
     results: list = [None] * n
@@ -166,11 +210,17 @@ def run(url: str, texts: list[str], files: list[Path], warm: bool = True) -> tup
     threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
+    before = (time.process_time(), cpu_seconds(server_pid) if server_pid else None)
     barrier.wait()
     wall_start = time.perf_counter()
     for t in threads:
         t.join()
-    return latencies, results, time.perf_counter() - wall_start
+    wall = time.perf_counter() - wall_start
+    if cpu is not None:
+        cpu["clients_cpu_s"] = time.process_time() - before[0]
+        after = cpu_seconds(server_pid) if server_pid else None
+        cpu["server_cpu_s"] = after - before[1] if after is not None and before[1] is not None else None
+    return latencies, results, wall
 
 
 def main(argv=None) -> int:
@@ -181,6 +231,9 @@ def main(argv=None) -> int:
     p.add_argument("--single", type=int, default=10, help="requests of the lone client, one after another")
     p.add_argument("--fresh-sessions", action="store_true",
                    help="the burst's clients send their first request in the burst (new Gradio sessions)")
+    p.add_argument("--seen-photos", action="store_true",
+                   help="send the example images as they are (the app has captioned them before the burst) instead "
+                        "of photos no request has sent before")
     p.add_argument("--device")
     p.add_argument("--threads", type=int, help="passed to app.py --threads")
     p.add_argument("--json", help="also write the numbers here")
@@ -191,7 +244,8 @@ def main(argv=None) -> int:
     checkpoint = args.checkpoint or str(default_checkpoint()[0])
     if not Path(checkpoint, "model.safetensors").is_file():
         raise SystemExit(missing_checkpoint_message(Path(checkpoint)))
-    texts, files = tweets(args.clients), images(args.clients)
+    new = None if args.seen_photos else "burst"
+    texts, files = tweets(args.clients), images(args.clients, new)
     local = reproducible_here(checkpoint)
     want = expected(checkpoint, texts, files) if local else None
     with tempfile.TemporaryDirectory() as work:
@@ -202,10 +256,13 @@ def main(argv=None) -> int:
         try:
             from gradio_client import Client, handle_file
 
-            Client(url, verbose=False).predict(handle_file(str(files[0])), "warm up", "", None, "default",
+            Client(url, verbose=False).predict(handle_file(str(images(1, new and "first")[0])), "warm up", "", None, "default",
                                                api_name="/predict")  # first call loads lazily built parts
-            alone = run_single(url, [f"{t} , alone" for t in tweets(args.single)], images(args.single))
-            latencies, results, wall = run(url, texts, files, warm=not args.fresh_sessions)
+            alone = run_single(url, [f"{t} , alone" for t in tweets(args.single)], images(args.single, new and "alone"))
+            cpu: dict = {}
+            latencies, results, wall = run(url, texts, files, warm=not args.fresh_sessions,
+                                           warm_files=images(args.clients, new and "sessions"), cpu=cpu,
+                                           server_pid=proc.pid if proc is not None else None)
             if want is None:
                 from itjner.configuration_itjner import ITJNERConfig
 
@@ -234,7 +291,8 @@ def main(argv=None) -> int:
     stats = {"single_p50_s": percentile(alone, 0.5), "single_p95_s": percentile(alone, 0.95),
              "clients": args.clients, "ok": args.clients - len(failures), "p50_s": percentile(latencies, 0.5),
              "p95_s": percentile(latencies, 0.95), "max_s": max(latencies), "mean_s": statistics.mean(latencies),
-             "wall_s": wall, "requests_per_s": args.clients / wall, "fresh_sessions": args.fresh_sessions, "checkpoint": checkpoint, "threads": args.threads,
+             "wall_s": wall, "requests_per_s": args.clients / wall, "fresh_sessions": args.fresh_sessions,
+             "photos": "seen" if args.seen_photos else "new", **cpu, "checkpoint": checkpoint, "threads": args.threads,
              "reference": "in-process Predictor" if local else "the same tweets sent one at a time afterwards"}
     stats["p50_ratio"] = stats["p50_s"] / stats["single_p50_s"]
     print(f"reference: {stats['reference']}")
@@ -243,6 +301,9 @@ def main(argv=None) -> int:
     print(f"{stats['ok']}/{args.clients} predictions correct; latency p50 {stats['p50_s']:.2f} s, "
           f"p95 {stats['p95_s']:.2f} s, max {stats['max_s']:.2f} s; all {args.clients} done in {wall:.2f} s "
           f"({args.clients / wall:.1f} req/s); p50 {stats['p50_ratio']:.1f}x the lone client's")
+    if stats.get("server_cpu_s") is not None:
+        print(f"CPU time of the burst: the app {stats['server_cpu_s']:.2f} s, the {args.clients} clients "
+              f"{stats['clients_cpu_s']:.2f} s")
     for line in failures:
         print("FAIL", line)
     if args.json:

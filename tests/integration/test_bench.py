@@ -13,6 +13,8 @@ import pytest
 from fixtures.app_checkpoints import tiny_checkpoint_dir
 from fixtures.paths import REPO
 
+BENCH = REPO / "bench"
+
 pytestmark = [pytest.mark.slow]
 
 
@@ -51,8 +53,32 @@ def test_the_load_test_and_its_floor_run_and_check_every_answer(tmp_path_factory
     load = run("load_test_app.py", "--checkpoint", str(ckpt), "--clients", "3", "--single", "2", "--threads", "1",
                "--json", str(tmp_path / "load.json"), tmp_path=tmp_path)
     stats = json.loads((tmp_path / "load.json").read_text())
-    assert stats["ok"] == 3 and stats["requests_per_s"] > 0, load.stdout
+    assert stats["ok"] == 3 and stats["requests_per_s"] > 0 and stats["photos"] == "new", load.stdout
     run("gradio_floor.py", "--clients", "3", "--single", "2", "--image-outputs", "1", "--json",
         str(tmp_path / "floor.json"), tmp_path=tmp_path)
     floor = json.loads((tmp_path / "floor.json").read_text())
     assert floor["failed"] == 0 and floor["requests_per_s"] > 0 and floor["image_outputs"] == 1
+
+
+def test_the_load_tests_new_photos_are_new_to_the_app():
+    """The burst's photos must be ones no earlier request sent (else the app answers their captions from its cache
+    and the load test measures less work than 20 users' own photos cost), and look like the example images."""
+    import hashlib
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        from load_test_app import images
+    finally:
+        sys.path.remove(str(BENCH))
+    digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()
+    burst = images(6, "burst")
+    earlier = images(6) + images(6, "sessions") + images(1, "first") + images(6, "alone")
+    assert len({digest(p) for p in burst}) == 6 and not {digest(p) for p in burst} & {digest(p) for p in earlier}
+    assert images(6, "burst") == burst  # the same run asks for the same files
+    for new, seen in zip(burst, images(6)):
+        a, b = np.asarray(Image.open(new), dtype=int), np.asarray(Image.open(seen).convert("RGB"), dtype=int)
+        assert a.shape == b.shape and np.abs(a - b).mean() < 3
