@@ -64,16 +64,15 @@ def test_the_load_tests_new_photos_are_new_to_the_app():
     """The burst's photos must be ones no earlier request sent (else the app answers their captions from its cache
     and the load test measures less work than 20 users' own photos cost), and look like the example images."""
     import hashlib
-    import sys
+    import importlib.util
 
     import numpy as np
     from PIL import Image
 
-    sys.path.insert(0, str(BENCH))
-    try:
-        from load_test_app import images
-    finally:
-        sys.path.remove(str(BENCH))
+    spec = importlib.util.spec_from_file_location("load_test_app", BENCH / "load_test_app.py")
+    load_test = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(load_test)
+    images = load_test.images
     digest = lambda path: hashlib.sha256(path.read_bytes()).hexdigest()
     burst = images(6, "burst")
     earlier = images(6) + images(6, "sessions") + images(1, "first") + images(6, "alone")
