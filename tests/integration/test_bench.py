@@ -81,3 +81,15 @@ def test_the_load_tests_new_photos_are_new_to_the_app():
     for new, seen in zip(burst, images(6)):
         a, b = np.asarray(Image.open(new), dtype=int), np.asarray(Image.open(seen).convert("RGB"), dtype=int)
         assert a.shape == b.shape and np.abs(a - b).mean() < 3
+
+
+def test_the_cpu_budget_times_every_stage_of_a_burst(tmp_path_factory, tmp_path):
+    ckpt = tiny_checkpoint_dir(tmp_path_factory)
+    out = tmp_path / "budget.json"
+    proc = run("app_cpu_budget.py", "--checkpoint", str(ckpt), "--photos", "3", "--rounds", "1", "--threads", "1",
+               "--json", str(out), tmp_path=tmp_path)
+    res = json.loads(out.read_text())
+    assert list(res["stages"]) == ["read the uploads", "NER model (one micro-batch)",
+                                   "caption the photos (features + beam search)", "caption heatmaps + JPEG"]
+    assert res["captioned"] == 3  # every photo is new to the app: each one is captioned
+    assert res["total_cpu_s"] > 0 and res["threads"] == 1 and "all of the app" in proc.stdout
