@@ -52,7 +52,11 @@ def blank_background(backbone) -> None:
 
 
 def pooled_probe(backbone, train: int = 600, test: int = 300) -> None:
-    data = generate(tempfile.mkdtemp(prefix="toy-probe-"), sizes=(train, 10, test), seed=0, decoys=2)
+    with tempfile.TemporaryDirectory(prefix="toy-probe-") as folder:  # the toy pairs and their features
+        _probe(backbone, generate(folder, sizes=(train, 10, test), seed=0, decoys=2))
+
+
+def _probe(backbone, data) -> None:
     store = FeatureStore(backbone, Path(data) / "cache")
 
     def pooled(split):

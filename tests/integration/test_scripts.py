@@ -213,4 +213,5 @@ def test_toy_locality_prints_both_figures(tmp_path):
     probe = re.search(r"linear probe on mean-pooled regions, two decoys per image: type accuracy ([\d.]+)% on (\d+) "
                       r"held-out pairs \(chance 33.3%\)", out)
     assert probe, out
+    assert not list((tmp_path / "tmp").glob("toy-probe-*")), "the toy pairs it generated are left behind"
     assert 0 < int(probe[2]) <= 15 and 0.0 <= float(probe[1]) <= 100.0
