@@ -315,7 +315,7 @@ CONTRAST_JS = """sel => {
     const layers = [];    // a one-colour gradient layered over it), alpha composited
     for (let e = el; e; e = e.parentElement) {
       const style = getComputedStyle(e);
-      const over = style.backgroundImage.match(/linear-gradient\((rgba?\([^)]+\))/);
+      const over = style.backgroundImage.match(/linear-gradient\\((rgba?\\([^)]+\\))/);
       if (over) layers.push(parse(over[1]));
       const c = parse(style.backgroundColor);
       if (c[3] > 0) layers.push(c);
